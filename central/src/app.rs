@@ -1,0 +1,265 @@
+//! Start-up in one straight line: storage → broker → writer → ingest client → HTTP.
+//! `Application::build` binds everything (port 0 works) and returns the bound addresses.
+
+use crate::api::{self, AppState};
+use crate::broker;
+use crate::config::{BrokerMode, Config};
+use crate::ingest::{run_writer, IngestStats};
+use crate::mqtt::{run_ingest_client, IngestClientConfig};
+use crate::storage::{self, Store};
+use crate::telemetry::LogControl;
+use anyhow::Context;
+use roomsense_common::Topics;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct Application {
+    http_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
+    store: Arc<dyn Store>,
+    stats: Arc<IngestStats>,
+    mqtt_connected: Arc<AtomicBool>,
+    /// Stops taking messages from the broker.
+    intake: CancellationToken,
+    /// Stops the writer even with an unwritten group (only after the drain timed out).
+    writer_stop: CancellationToken,
+    /// Stops HTTP and the background loops.
+    background: CancellationToken,
+    mqtt_task: JoinHandle<()>,
+    writer_task: JoinHandle<()>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(config: Config, log: Option<Arc<LogControl>>) -> anyhow::Result<Self> {
+        config.validate()?;
+        let topics = Topics::new(&config.mqtt.prefix).map_err(anyhow::Error::msg)?;
+        let store = storage::connect(&config.database.url, config.database.max_connections)
+            .await
+            .with_context(|| format!("opening database {}", redact(&config.database.url)))?;
+        tracing::info!(backend = store.backend(), "database ready");
+
+        let (mqtt_addr, client_cfg) = match config.mqtt.mode {
+            BrokerMode::Embedded => {
+                let listen = match broker::reserve(config.mqtt.listen) {
+                    Ok(a) => a,
+                    Err(e) if config.demo.enabled => {
+                        // The demo must run anywhere: take any free port rather than fail.
+                        tracing::warn!(error = %e, "demo: MQTT port taken, using a free one");
+                        broker::reserve(SocketAddr::new(config.mqtt.listen.ip(), 0))?
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                broker::start(&config.mqtt, listen)?;
+                let c = broker::connect_addr(listen);
+                (
+                    c,
+                    IngestClientConfig {
+                        host: c.ip().to_string(),
+                        port: c.port(),
+                        client_id: config.mqtt.client_id.clone(),
+                        username: None,
+                        password: None,
+                        persistent_session: false,
+                        shared_group: None,
+                        max_payload: config.mqtt.max_payload_size,
+                        queue_capacity: config.ingest.queue_capacity,
+                    },
+                )
+            }
+            BrokerMode::External => {
+                let (host, port) = crate::config::parse_mqtt_url(&config.mqtt.url)
+                    .map_err(|e| anyhow::anyhow!("mqtt.url: {e}"))?;
+                let addr = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .with_context(|| format!("mqtt.url: cannot resolve {host}"))?
+                    .next()
+                    .with_context(|| format!("mqtt.url: {host} has no address"))?;
+                (
+                    addr,
+                    IngestClientConfig {
+                        host,
+                        port,
+                        client_id: config.mqtt.client_id.clone(),
+                        username: config.mqtt.username.clone(),
+                        password: config.mqtt.password.clone(),
+                        persistent_session: true,
+                        shared_group: config.mqtt.shared_group.clone(),
+                        max_payload: config.mqtt.max_payload_size,
+                        queue_capacity: config.ingest.queue_capacity,
+                    },
+                )
+            }
+        };
+
+        let stats = Arc::new(IngestStats::default());
+        let mqtt_connected = Arc::new(AtomicBool::new(false));
+        let intake = CancellationToken::new();
+        let writer_stop = CancellationToken::new();
+        let background = CancellationToken::new();
+
+        let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue_capacity);
+        let writer_task = tokio::spawn(run_writer(
+            store.clone(),
+            rx,
+            config.ingest.max_batch_messages,
+            stats.clone(),
+            writer_stop.clone(),
+        ));
+        let mqtt_task = tokio::spawn(run_ingest_client(
+            client_cfg,
+            topics.clone(),
+            tx,
+            stats.clone(),
+            mqtt_connected.clone(),
+            intake.clone(),
+        ));
+
+        let mut tasks = vec![tokio::spawn(silence_watch(
+            store.clone(),
+            config.nodes.silence_timeout,
+            background.clone(),
+        ))];
+
+        if config.demo.enabled {
+            tasks.push(crate::demo::spawn(
+                &config.demo,
+                mqtt_addr,
+                &topics,
+                background.clone(),
+            )?);
+        }
+
+        let state = AppState {
+            store: store.clone(),
+            stats: stats.clone(),
+            mqtt_connected: mqtt_connected.clone(),
+            clock_skew_threshold: config.nodes.clock_skew_threshold,
+            log,
+        };
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("http.listen {}: cannot listen", config.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let app = api::router(state);
+        let stop = background.clone();
+        let http_task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        tracing::info!(%http_addr, %mqtt_addr, "roomsense-central ready");
+
+        Ok(Self {
+            http_addr,
+            mqtt_addr,
+            store,
+            stats,
+            mqtt_connected,
+            intake,
+            writer_stop,
+            background,
+            mqtt_task,
+            writer_task,
+            http_task,
+            tasks,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where MQTT clients reach the broker (the embedded one, or the external one).
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
+    }
+
+    pub fn broker_connected(&self) -> bool {
+        self.mqtt_connected
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops taking messages, writes what was received (up to `drain_timeout`), then stops
+    /// HTTP and the background loops.
+    pub async fn shutdown(self, drain_timeout: Duration) -> anyhow::Result<()> {
+        self.intake.cancel();
+        let _ = self.mqtt_task.await;
+        let mut writer = self.writer_task;
+        if tokio::time::timeout(drain_timeout, &mut writer)
+            .await
+            .is_err()
+        {
+            tracing::error!("ingest did not drain in time; unwritten messages will be redelivered by the broker");
+            self.writer_stop.cancel();
+            let _ = writer.await;
+        }
+        self.background.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.http_task.await??;
+        tracing::info!("roomsense-central stopped");
+        Ok(())
+    }
+}
+
+/// Marks nodes offline that sent nothing for `timeout`.
+async fn silence_watch(store: Arc<dyn Store>, timeout: Duration, stop: CancellationToken) {
+    let every = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let cutoff = chrono::Utc::now().timestamp_millis() - timeout.as_millis() as i64;
+        match store.mark_silent(cutoff).await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::warn!(node = %id, ?timeout, "node went silent; marked offline");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "silence check failed"),
+        }
+    }
+}
+
+/// A database URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,515 @@
+//! Configuration: defaults, then a TOML file, then `ROOMSENSE__SECTION__KEY` environment
+//! variables, then CLI flags. Every section is `#[serde(default)]`.
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Exit status for a bad configuration (systemd: `RestartPreventExitStatus=78`, EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub database: DatabaseConfig,
+    pub ingest: IngestConfig,
+    pub nodes: NodesConfig,
+    pub log: LogConfig,
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the REST API and web page.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerMode {
+    /// Run rumqttd inside this process.
+    Embedded,
+    /// Connect to an external broker (Mosquitto, EMQX) at `mqtt.url`.
+    External,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub mode: BrokerMode,
+    /// Listen address of the embedded broker.
+    pub listen: SocketAddr,
+    /// External broker, `mqtt://host:port` (used when `mode = "external"`).
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Topic prefix.
+    pub prefix: String,
+    /// MQTT client id of the ingest client; keep it stable so the broker keeps the session.
+    pub client_id: String,
+    /// Shared-subscription group so several central replicas split ingest (external broker).
+    pub shared_group: Option<String>,
+    /// Embedded broker: most client connections.
+    pub max_connections: usize,
+    /// Embedded broker: largest payload accepted, bytes.
+    pub max_payload_size: usize,
+    /// Embedded broker: in-memory log per topic filter is segments × segment size.
+    pub segment_size: usize,
+    pub segment_count: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            mode: BrokerMode::Embedded,
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            url: "mqtt://127.0.0.1:1883".into(),
+            username: None,
+            password: None,
+            prefix: roomsense_common::DEFAULT_PREFIX.into(),
+            client_id: "roomsense-central".into(),
+            shared_group: None,
+            max_connections: 10_000,
+            max_payload_size: roomsense_common::validate::MAX_PAYLOAD_BYTES,
+            segment_size: 16 * 1024 * 1024,
+            segment_count: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
+    pub url: String,
+    /// Reader connections (SQLite) or pool size (Postgres).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://roomsense.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most MQTT messages written in one transaction. The writer takes whatever is queued
+    /// up to this (group commit): no waiting under light load, large transactions under load.
+    pub max_batch_messages: usize,
+    /// Messages buffered between MQTT and the writer (back-pressure beyond).
+    pub queue_capacity: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_messages: 256,
+            queue_capacity: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodesConfig {
+    /// A node that sent nothing for this long is marked offline.
+    #[serde(with = "humantime_serde")]
+    pub silence_timeout: Duration,
+    /// A node whose clock differs from ours by more than this is flagged.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew_threshold: Duration,
+}
+
+impl Default for NodesConfig {
+    fn default() -> Self {
+        Self {
+            silence_timeout: Duration::from_secs(120),
+            clock_skew_threshold: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter, e.g. `info` or `info,roomsense_central=debug`; `RUST_LOG` wins if set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Run simulated edge nodes that publish over real MQTT to this server.
+    pub enabled: bool,
+    /// Building file; empty = the built-in example building.
+    pub building: String,
+    pub devices: usize,
+    pub seed: u64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            building: String::new(),
+            devices: 12,
+            seed: 1,
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads defaults, then `file` (if given; it must exist), then the environment, then
+    /// `overrides` (dotted key → value, from CLI flags).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, toml::Value)],
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ROOMSENSE__"))
+            .collect();
+        let env_toml = env_to_toml(&vars)?;
+        fig = fig.merge(Toml::string(&env_toml));
+        for (key, value) in overrides {
+            fig = fig.merge(Serialized::global(key, value));
+        }
+        let config: Config = fig.extract().map_err(|e| ConfigError(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError(format!(
+                "database.url: {url:?} is neither sqlite://… nor postgres://…"
+            )));
+        }
+        roomsense_common::Topics::new(&self.mqtt.prefix)
+            .map_err(|e| ConfigError(format!("mqtt.prefix: {e}")))?;
+        if self.mqtt.mode == BrokerMode::External {
+            parse_mqtt_url(&self.mqtt.url).map_err(|e| ConfigError(format!("mqtt.url: {e}")))?;
+        }
+        if self.mqtt.segment_size < 1024 {
+            return Err(ConfigError(
+                "mqtt.segment_size: must be at least 1024".into(),
+            ));
+        }
+        if self.mqtt.client_id.is_empty() {
+            return Err(ConfigError("mqtt.client_id: must not be empty".into()));
+        }
+        if self.ingest.max_batch_messages == 0 {
+            return Err(ConfigError(
+                "ingest.max_batch_messages: must be at least 1".into(),
+            ));
+        }
+        if self.ingest.queue_capacity == 0 {
+            return Err(ConfigError(
+                "ingest.queue_capacity: must be at least 1".into(),
+            ));
+        }
+        if self.nodes.silence_timeout.is_zero() {
+            return Err(ConfigError(
+                "nodes.silence_timeout: must be more than 0".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError(format!("log.level: {e}")))?;
+        Ok(())
+    }
+}
+
+/// `ROOMSENSE__HTTP__LISTEN=…` → `[http] listen = …`. Values are parsed as TOML when they
+/// parse (numbers, booleans), else taken as strings.
+fn env_to_toml(vars: &[(String, String)]) -> Result<String, ConfigError> {
+    let mut root = toml::Table::new();
+    for (k, v) in vars {
+        let path: Vec<String> = k["ROOMSENSE__".len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError(format!(
+                "environment variable {k}: empty key segment"
+            )));
+        }
+        let value = match format!("x = {v}").parse::<toml::Table>() {
+            Ok(mut t) => t
+                .remove("x")
+                .unwrap_or_else(|| toml::Value::String(v.clone())),
+            Err(_) => toml::Value::String(v.clone()),
+        };
+        let mut table = &mut root;
+        for seg in &path[..path.len() - 1] {
+            let entry = table
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "environment variable {k}: {seg} is not a section"
+                    )))
+                }
+            };
+        }
+        if let Some(last) = path.last() {
+            table.insert(last.clone(), value);
+        }
+    }
+    Ok(root.to_string())
+}
+
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            let mut kind = e.kind.to_string();
+            if let figment::error::Kind::UnknownField(f, _) = &e.kind {
+                kind = format!("unknown key {f:?}");
+            }
+            let full_key = match &e.kind {
+                figment::error::Kind::UnknownField(f, _) if key.is_empty() => f.clone(),
+                figment::error::Kind::UnknownField(f, _) => format!("{key}.{f}"),
+                _ => key,
+            };
+            if source.is_empty() {
+                format!("{full_key}: {kind}")
+            } else {
+                format!("{full_key}: {kind} (from {source})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Splits `mqtt://host:port` (or `tcp://`) into host and port (default 1883).
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| {
+            format!("{url:?} must start with mqtt:// (TLS brokers: not yet supported)")
+        })?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("{url:?}: port {p:?} is not a number from 1 to 65535"))?,
+        ),
+        None => (rest, 1883),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// The commented default configuration printed by `roomsense-central configfile`.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# roomsense-central configuration (/etc/roomsense/central.toml).
+# Every key is optional; shown here with its default. Any key can also be set in the
+# environment as ROOMSENSE__SECTION__KEY (e.g. ROOMSENSE__DATABASE__URL), and CLI flags
+# override both. A bad value stops the server with exit status 78 and names the key.
+
+[http]
+# Address of the REST API.
+listen = "0.0.0.0:8080"
+
+[mqtt]
+# "embedded": run the MQTT broker (rumqttd) inside this process.
+# "external": connect to the broker at `url` (Mosquitto, EMQX) instead.
+mode = "embedded"
+# Listen address of the embedded broker.
+listen = "0.0.0.0:1883"
+# External broker URL (mode = "external").
+url = "mqtt://127.0.0.1:1883"
+# username = "roomsense"
+# password = "secret"
+# Topic prefix shared with every edge node.
+prefix = "roomsense/v1"
+# Client id of the ingest client; keep it stable so the broker keeps its session.
+client_id = "roomsense-central"
+# With an external broker, replicas in the same group split ingest (MQTT shared subscription).
+# shared_group = "roomsense-central"
+# Embedded broker limits.
+max_connections = 10000
+max_payload_size = 4194304
+segment_size = 16777216
+segment_count = 8
+
+[database]
+# sqlite://FILE (created if missing) or postgres://user@host/db.
+url = "sqlite://roomsense.db"
+# Reader connections (SQLite) or pool size (Postgres).
+max_connections = 8
+
+[ingest]
+# Most MQTT messages written in one transaction (the writer takes what is queued).
+max_batch_messages = 256
+# Messages buffered between the broker and the database writer.
+queue_capacity = 4096
+
+[nodes]
+# A node that sent nothing for this long is marked offline.
+silence_timeout = "2m"
+# A node whose clock is off by more than this is flagged (clock_suspect).
+clock_skew_threshold = "30s"
+
+[log]
+# tracing filter; RUST_LOG wins if set; change it at run time with PUT /debug/log-level.
+level = "info"
+# "text" or "json".
+format = "text"
+
+[demo]
+# Simulated edge nodes publishing over real MQTT (roomsense-central serve --demo).
+enabled = false
+# Building file; empty = the built-in example (deploy/examples/building.toml).
+building = ""
+devices = 12
+seed = 1
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn commented_default_is_the_default() {
+        let parsed: Config = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn layers_file_env_flags() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[http]\nlisten = \"127.0.0.1:9000\"\n[ingest]\nmax_batch_messages = 5"
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "ROOMSENSE__INGEST__MAX_BATCH_MESSAGES".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "ROOMSENSE__DATABASE__URL".to_string(),
+                "sqlite://x.db".to_string(),
+            ),
+            ("OTHER".to_string(), "1".to_string()),
+        ];
+        let c = Config::load(
+            Some(f.path()),
+            env,
+            &[("database.url", toml::Value::String("sqlite://y.db".into()))],
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.ingest.max_batch_messages, 7);
+        assert_eq!(c.database.url, "sqlite://y.db");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[http]\nlisten = 12").unwrap();
+        let e = Config::load(Some(f.path()), no_env(), &[]).unwrap_err();
+        assert!(e.to_string().contains("http.listen"), "{e}");
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[http]\nlisten_addr = \"x\"").unwrap();
+        let e = Config::load(Some(f.path()), no_env(), &[]).unwrap_err();
+        assert!(e.to_string().contains("listen_addr"), "{e}");
+
+        let env = vec![(
+            "ROOMSENSE__NODES__SILENCE_TIMEOUT".to_string(),
+            "soon".to_string(),
+        )];
+        let e = Config::load(None, env, &[]).unwrap_err();
+        assert!(e.to_string().contains("nodes.silence_timeout"), "{e}");
+
+        let env = vec![(
+            "ROOMSENSE__DATABASE__URL".to_string(),
+            "mysql://x".to_string(),
+        )];
+        let e = Config::load(None, env, &[]).unwrap_err();
+        assert!(e.to_string().contains("database.url"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(parse_mqtt_url("mqtt://h:1884").unwrap(), ("h".into(), 1884));
+        assert_eq!(parse_mqtt_url("mqtt://h").unwrap(), ("h".into(), 1883));
+        assert!(parse_mqtt_url("http://h").is_err());
+        assert!(parse_mqtt_url("mqtt://h:x").is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! roomsense central server: MQTT ingest (embedded rumqttd or an external broker), node
+//! registry, storage (SQLite or Postgres), REST API.
+
+pub mod api;
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod demo;
+pub mod ingest;
+pub mod mqtt;
+pub mod positioning;
+pub mod storage;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Config;

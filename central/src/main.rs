@@ -1,0 +1,170 @@
+//! `roomsense-central`: parses the command line and runs the server.
+
+use clap::{Parser, Subcommand};
+use roomsense_central::config::{Config, DEFAULT_CONFIG_TOML, EXIT_CONFIG};
+use roomsense_central::Application;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "roomsense-central",
+    version,
+    about = "roomsense central server: MQTT ingest, storage, positioning, REST"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print the commented default configuration.
+    Configfile,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file (default: /etc/roomsense/central.toml if it exists).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// REST listen address (http.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// sqlite://FILE or postgres://… (database.url).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Embedded broker listen address (mqtt.listen).
+    #[arg(long)]
+    mqtt_listen: Option<String>,
+    /// Use the external broker at this URL instead of the embedded one (mqtt.url).
+    #[arg(long)]
+    mqtt_url: Option<String>,
+    /// Run a simulated building whose edge nodes publish over MQTT (demo.enabled).
+    #[arg(long)]
+    demo: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Configfile => {
+            print!("{DEFAULT_CONFIG_TOML}");
+            ExitCode::SUCCESS
+        }
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let file = args.config.clone().or_else(|| {
+        let p = PathBuf::from("/etc/roomsense/central.toml");
+        p.exists().then_some(p)
+    });
+    let mut overrides: Vec<(&str, toml::Value)> = Vec::new();
+    let s = |v: &String| toml::Value::String(v.clone());
+    if let Some(v) = &args.listen {
+        overrides.push(("http.listen", s(v)));
+    }
+    if let Some(v) = &args.database_url {
+        overrides.push(("database.url", s(v)));
+    }
+    if let Some(v) = &args.mqtt_listen {
+        overrides.push(("mqtt.listen", s(v)));
+    }
+    if let Some(v) = &args.mqtt_url {
+        overrides.push(("mqtt.url", s(v)));
+        overrides.push(("mqtt.mode", toml::Value::String("external".into())));
+    }
+    if args.demo {
+        overrides.push(("demo.enabled", toml::Value::Boolean(true)));
+    }
+    let config = match Config::load(file.as_deref(), std::env::vars(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("roomsense-central: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let log = match roomsense_central::telemetry::init(&config.log) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            eprintln!("roomsense-central: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("roomsense-central: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config, log)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "roomsense-central failed");
+            eprintln!("roomsense-central: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    config: Config,
+    log: Arc<roomsense_central::telemetry::LogControl>,
+) -> anyhow::Result<()> {
+    let demo = config.demo.enabled;
+    let app = Application::build(config, Some(log)).await?;
+    if demo {
+        println!(
+            "roomsense demo running: open http://{}/api/nodes (MQTT broker on {})",
+            app.http_addr(),
+            app.mqtt_addr()
+        );
+    }
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        let stats = app.stats();
+        tokio::spawn(async move {
+            // Pet the watchdog while the runtime schedules this task and the writer is not
+            // stuck in a failing write.
+            let mut last_errors = 0;
+            loop {
+                tokio::time::sleep(every / 2).await;
+                let s = stats.snapshot();
+                let stuck = s.write_errors > last_errors + 10;
+                last_errors = s.write_errors;
+                if !stuck {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        });
+    }
+    shutdown_signal().await;
+    tracing::info!("stopping: draining in-flight batches");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    app.shutdown(Duration::from_secs(20)).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

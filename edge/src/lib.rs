@@ -1,0 +1,1 @@
+//! roomsense edge daemon (being written).
