@@ -104,15 +104,19 @@ impl Application {
         let background = CancellationToken::new();
 
         let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue_capacity);
+        let (client, eventloop) = crate::mqtt::client(&client_cfg);
         let writer_task = tokio::spawn(run_writer(
             store.clone(),
             rx,
             config.ingest.max_batch_messages,
             stats.clone(),
+            Some(crate::mqtt::commit_acker(client.clone(), topics.clone())),
             writer_stop.clone(),
         ));
         let mqtt_task = tokio::spawn(run_ingest_client(
             client_cfg,
+            client,
+            eventloop,
             topics.clone(),
             tx,
             stats.clone(),
@@ -197,7 +201,14 @@ impl Application {
     /// HTTP and the background loops.
     pub async fn shutdown(self, drain_timeout: Duration) -> anyhow::Result<()> {
         self.intake.cancel();
-        let _ = self.mqtt_task.await;
+        let mut mqtt = self.mqtt_task;
+        if tokio::time::timeout(drain_timeout, &mut mqtt)
+            .await
+            .is_err()
+        {
+            // The writer is stuck (database down): stop taking; the broker keeps what is unacked.
+            mqtt.abort();
+        }
         let mut writer = self.writer_task;
         if tokio::time::timeout(drain_timeout, &mut writer)
             .await

@@ -166,7 +166,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: "info".into(),
+            level: "info,rumqttd=warn".into(),
             format: LogFormat::Text,
         }
     }
@@ -420,7 +420,7 @@ clock_skew_threshold = "30s"
 
 [log]
 # tracing filter; RUST_LOG wins if set; change it at run time with PUT /debug/log-level.
-level = "info"
+level = "info,rumqttd=warn"
 # "text" or "json".
 format = "text"
 

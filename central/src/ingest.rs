@@ -126,6 +126,35 @@ impl RateLimit {
 /// Acknowledges a message to whoever delivered it, once it is committed.
 pub type Ack = Box<dyn FnOnce() + Send>;
 
+/// Called with every group right after its commit (central→edge commit acks).
+pub type CommitHook = Arc<dyn Fn(&[WriteItem]) + Send + Sync>;
+
+/// `(node, seqs)` of the batches in a committed group, for commit acks.
+pub fn committed_seqs(items: &[WriteItem]) -> Vec<(roomsense_common::NodeId, Vec<u64>)> {
+    use roomsense_common::protocol::Message;
+    let mut by_node: std::collections::BTreeMap<&roomsense_common::NodeId, Vec<u64>> =
+        std::collections::BTreeMap::new();
+    for item in items {
+        if let WriteItem::Message(Received { msg, .. }) = item {
+            let seq = match msg {
+                Message::Status(_) => continue,
+                Message::Door(b) => b.seq,
+                Message::Ble(b) => b.seq,
+                Message::Wifi(b) => b.seq,
+            };
+            by_node.entry(msg.node()).or_default().push(seq);
+        }
+    }
+    by_node
+        .into_iter()
+        .map(|(n, mut s)| {
+            s.sort_unstable();
+            s.dedup();
+            (n.clone(), s)
+        })
+        .collect()
+}
+
 /// A message on its way to the writer.
 pub struct Envelope {
     pub item: WriteItem,
@@ -141,6 +170,7 @@ pub async fn run_writer(
     mut rx: mpsc::Receiver<Envelope>,
     max_messages: usize,
     stats: Arc<IngestStats>,
+    on_commit: Option<CommitHook>,
     hard_stop: CancellationToken,
 ) {
     let mut dead_log = RateLimit::new(Duration::from_secs(10));
@@ -162,6 +192,9 @@ pub async fn run_writer(
             match store.write(&items).await {
                 Ok(outcome) => {
                     stats.record(&outcome);
+                    if let Some(hook) = &on_commit {
+                        hook(&items);
+                    }
                     break;
                 }
                 Err(e) => {

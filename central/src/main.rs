@@ -25,6 +25,27 @@ enum Command {
     Serve(ServeArgs),
     /// Print the commented default configuration.
     Configfile,
+    /// Evaluate positioning on labelled scans (UJIIndoorLoc CSV layout).
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Training file (UJIIndoorLoc layout: signal columns + LONGITUDE, LATITUDE, FLOOR, BUILDINGID…).
+    #[arg(long)]
+    train: PathBuf,
+    /// Test file, same layout.
+    #[arg(long)]
+    test: PathBuf,
+    /// fingerprint (kNN, hyper-parameters by cross-validation) or multilateration.
+    #[arg(long, default_value = "fingerprint", value_parser = ["fingerprint", "multilateration"])]
+    method: String,
+    /// Emitter positions for multilateration: CSV `id,x,y,floor[,tx_power]`.
+    #[arg(long)]
+    anchors: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -57,7 +78,81 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => serve(args),
+        Command::Eval(args) => match eval(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("roomsense-central eval: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use roomsense_central::positioning::{eval as pe, MultilatConfig, TrainOptions};
+    use std::io::BufReader;
+    let open = |p: &PathBuf| {
+        std::fs::File::open(p)
+            .map(BufReader::new)
+            .with_context(|| format!("cannot open {}", p.display()))
+    };
+    let method = match args.method.as_str() {
+        "multilateration" => {
+            let path = args
+                .anchors
+                .as_ref()
+                .context("--method multilateration needs --anchors FILE")?;
+            pe::Method::Multilateration {
+                anchors: pe::read_anchors(open(path)?)?,
+                config: MultilatConfig::default(),
+            }
+        }
+        _ => pe::Method::Fingerprint(TrainOptions::default()),
+    };
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {percent:>3}% {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = pe::run_eval(
+        open(&args.train)?,
+        open(&args.test)?,
+        method,
+        &mut |phase, f| {
+            bar.set_message(phase.to_string());
+            bar.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "test scans:        {} ({} not located)",
+            report.n, report.unlocated
+        );
+        println!(
+            "building hit rate: {:.2} %",
+            report.building_hit_rate * 100.0
+        );
+        println!("floor hit rate:    {:.2} %", report.floor_hit_rate * 100.0);
+        println!(
+            "2D error:          mean {:.2}, median {:.2}, p75 {:.2}, p95 {:.2}",
+            report.mean_error, report.median_error, report.p75_error, report.p95_error
+        );
+        println!(
+            "query latency:     p50 {:.0} µs, p99 {:.0} µs",
+            report.latency_p50_us, report.latency_p99_us
+        );
+        if let Some(ms) = report.training_ms {
+            println!("training:          {:.1} s", ms as f64 / 1000.0);
+        }
+        if let Some(p) = &report.params {
+            println!("parameters (CV):   {p:?}");
+        }
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

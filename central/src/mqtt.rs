@@ -1,14 +1,20 @@
 //! The ingest MQTT client: subscribes to every node topic (through the embedded broker or
 //! an external one), hands each publish to the writer and acknowledges it after commit.
 
-use crate::ingest::{classify, Envelope, IngestStats};
-use roomsense_common::Topics;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use crate::ingest::{classify, committed_seqs, CommitHook, Envelope, IngestStats};
+use roomsense_common::protocol::{encode, CommitAck, SCHEMA_VERSION};
+use roomsense_common::{TopicKind, Topics};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// On shutdown: stop once no message arrived for this long…
+const DRAIN_QUIET: Duration = Duration::from_millis(300);
+/// …or after this long at most.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
 
 /// Where and how the ingest client connects.
 #[derive(Debug, Clone)]
@@ -40,16 +46,8 @@ pub fn filters(topics: &Topics, shared_group: Option<&str>) -> Vec<String> {
     f
 }
 
-/// Runs until `cancel`: polls the event loop (which reconnects by itself), resubscribes on
-/// every ConnAck, classifies publishes and queues them (back-pressure when the queue is full).
-pub async fn run_ingest_client(
-    cfg: IngestClientConfig,
-    topics: Topics,
-    tx: mpsc::Sender<Envelope>,
-    stats: Arc<IngestStats>,
-    connected: Arc<AtomicBool>,
-    cancel: CancellationToken,
-) {
+/// Creates the ingest client; nothing is sent until its event loop is polled.
+pub fn client(cfg: &IngestClientConfig) -> (AsyncClient, EventLoop) {
     let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     opts.set_keep_alive(Duration::from_secs(30))
         .set_clean_session(!cfg.persistent_session)
@@ -59,13 +57,62 @@ pub async fn run_ingest_client(
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
-    let (client, mut eventloop) = AsyncClient::new(opts, cfg.queue_capacity * 2 + 64);
+    AsyncClient::new(opts, cfg.queue_capacity * 2 + 64)
+}
+
+/// Tells each node which of its batches are committed (`{prefix}/nodes/{node}/ack`), so
+/// its outbox can let them go even if this process dies right after the broker's PUBACK.
+pub fn commit_acker(client: AsyncClient, topics: Topics) -> CommitHook {
+    Arc::new(move |items| {
+        for (node, seqs) in committed_seqs(items) {
+            let ack = CommitAck {
+                v: SCHEMA_VERSION,
+                node: node.clone(),
+                seqs,
+            };
+            let topic = topics.node(&node, TopicKind::Ack);
+            if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, encode(&ack)) {
+                tracing::warn!(%node, error = %e, "could not queue commit ack; the edge will resend");
+            }
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // one call site, each argument a distinct piece of wiring
+/// Runs until `cancel`: polls the event loop (which reconnects by itself), resubscribes on
+/// every ConnAck, classifies publishes and queues them (back-pressure when the queue is full).
+pub async fn run_ingest_client(
+    cfg: IngestClientConfig,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    topics: Topics,
+    tx: mpsc::Sender<Envelope>,
+    stats: Arc<IngestStats>,
+    connected: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
     let subs = filters(&topics, cfg.shared_group.as_deref());
     let mut backoff = Duration::from_millis(100);
+    // After `cancel`, keep taking what the broker already holds for us until it has been
+    // quiet for a moment (bounded), so a SIGTERM does not strand acknowledged messages.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
-        let event = tokio::select! {
-            _ = cancel.cancelled() => break,
-            ev = eventloop.poll() => ev,
+        let event = match drain_until {
+            None => tokio::select! {
+                _ = cancel.cancelled() => {
+                    drain_until = Some(tokio::time::Instant::now() + DRAIN_MAX);
+                    continue;
+                }
+                ev = eventloop.poll() => ev,
+            },
+            Some(until) => {
+                let quiet =
+                    DRAIN_QUIET.min(until.saturating_duration_since(tokio::time::Instant::now()));
+                match tokio::time::timeout(quiet, eventloop.poll()).await {
+                    Ok(ev @ Ok(_)) => ev,
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -94,15 +141,17 @@ pub async fn run_ingest_client(
                     item,
                     ack: Some(ack),
                 };
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    r = tx.send(env) => if r.is_err() { break },
+                if tx.send(env).await.is_err() {
+                    break;
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 connected.store(false, Ordering::Release);
                 tracing::warn!(error = %e, retry_in = ?backoff, "broker connection lost");
+                if drain_until.is_some() {
+                    break;
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}

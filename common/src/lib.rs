@@ -11,7 +11,8 @@ pub mod validate;
 
 pub use ids::{DeviceId, DoorId, IdError, NodeId};
 pub use protocol::{
-    Batch, BleBatch, BleSighting, DecodeError, DoorBatch, DoorState, DoorTransition, NodeState,
-    NodeStatus, SensorHealth, SensorState, SightingKind, WifiBatch, WifiReading, SCHEMA_VERSION,
+    Batch, BleBatch, BleSighting, CommitAck, DecodeError, DoorBatch, DoorState, DoorTransition,
+    NodeState, NodeStatus, SensorHealth, SensorState, SightingKind, WifiBatch, WifiReading,
+    SCHEMA_VERSION,
 };
 pub use topics::{TopicKind, Topics, DEFAULT_PREFIX};

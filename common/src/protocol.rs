@@ -182,6 +182,16 @@ impl NodeStatus {
     }
 }
 
+/// central→edge on `{prefix}/nodes/{node}/ack` (QoS 1): these batches are committed to
+/// central's storage (or were already stored). The edge may delete them from its outbox;
+/// a batch PUBACKed by the broker but never acked here is sent again (a duplicate is a no-op).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitAck {
+    pub v: u32,
+    pub node: NodeId,
+    pub seqs: Vec<u64>,
+}
+
 /// A decoded and validated message from a node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -301,6 +311,7 @@ pub fn decode(
             Message::Wifi(b)
         }
         TopicKind::Config => return Err(DecodeError::WrongTopic("config")),
+        TopicKind::Ack => return Err(DecodeError::WrongTopic("ack")),
     };
     if msg.node() != topic_node {
         return Err(DecodeError::NodeMismatch {
@@ -522,7 +533,7 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), k in 0usize..5) {
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), k in 0usize..6) {
             let _ = decode(&node(), TopicKind::ALL[k], &bytes, now());
         }
 

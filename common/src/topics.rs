@@ -13,15 +13,18 @@ pub enum TopicKind {
     Ble,
     Wifi,
     Config,
+    /// central→edge: the batches of this node that are committed to storage.
+    Ack,
 }
 
 impl TopicKind {
-    pub const ALL: [TopicKind; 5] = [
+    pub const ALL: [TopicKind; 6] = [
         TopicKind::Status,
         TopicKind::Door,
         TopicKind::Ble,
         TopicKind::Wifi,
         TopicKind::Config,
+        TopicKind::Ack,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +34,7 @@ impl TopicKind {
             TopicKind::Ble => "ble",
             TopicKind::Wifi => "wifi",
             TopicKind::Config => "config",
+            TopicKind::Ack => "ack",
         }
     }
 
@@ -131,7 +135,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(node in "[A-Za-z0-9_-]{1,64}", k in 0usize..5, prefix in "[a-z]{1,8}(/[a-z0-9]{1,8}){0,2}") {
+        fn round_trip(node in "[A-Za-z0-9_-]{1,64}", k in 0usize..6, prefix in "[a-z]{1,8}(/[a-z0-9]{1,8}){0,2}") {
             let t = Topics::new(&prefix).unwrap();
             let n = NodeId::parse(&node).unwrap();
             let kind = TopicKind::ALL[k];

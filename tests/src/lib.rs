@@ -214,6 +214,14 @@ impl Publisher {
         Ok(())
     }
 
+    /// Waits for the next incoming publish and returns its payload.
+    pub async fn next_publish(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.events.poll().await? {
+            Event::Incoming(Packet::Publish(p)) => Ok(Some(p.payload.to_vec())),
+            _ => Ok(None),
+        }
+    }
+
     /// Keeps the connection serviced for a moment (pings, pending acks).
     pub async fn poll_once(&mut self) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_millis(50), self.events.poll()).await;
@@ -266,9 +274,387 @@ pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
     let p = dir.join(name);
     if !p.exists() {
         bail!(
-            "{} not built; run `cargo build --workspace` (cargo test --workspace builds it)",
+            "{} not built; run `cargo build --workspace --bins` before the tests",
             p.display()
         );
     }
     Ok(p)
+}
+
+// ---------------------------------------------------------------- real processes (edge)
+
+/// A free TCP port on 127.0.0.1 (bound to port 0, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until something accepts TCP connections on `127.0.0.1:port`.
+pub async fn wait_port(port: u16) -> anyhow::Result<()> {
+    wait_for(
+        &format!("127.0.0.1:{port} accepting"),
+        DEADLINE,
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: std::process::Command) -> anyhow::Result<Self> {
+        if std::env::var("TEST_LOG").is_err() {
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+        let child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
+        Ok(Self {
+            child,
+            name: name.into(),
+        })
+    }
+
+    /// `kill -9`, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Exit status if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `roomsense-central serve` as a process on fixed (free) ports with a SQLite file, so it
+/// can be killed and started again on the same ports and database.
+pub struct CentralProc {
+    pub proc: Proc,
+    pub http_port: u16,
+    pub mqtt_port: u16,
+    pub db: PathBuf,
+    pub external_mqtt: Option<String>,
+    pub http: reqwest::Client,
+}
+
+impl CentralProc {
+    /// Starts central (embedded broker on `mqtt_port`, or the external `mqtt_url`) and
+    /// waits until `/readyz` answers 200.
+    pub async fn start(
+        db: PathBuf,
+        http_port: u16,
+        mqtt_port: u16,
+        external_mqtt: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let mut cmd = std::process::Command::new(bin_path("roomsense-central")?);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--mqtt-listen")
+            .arg(format!("127.0.0.1:{mqtt_port}"))
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", db.display()))
+            .env("ROOMSENSE__LOG__LEVEL", "warn")
+            .env("ROOMSENSE__MQTT__CLIENT_ID", unique("central"));
+        if let Some(url) = &external_mqtt {
+            cmd.arg("--mqtt-url").arg(url);
+        }
+        let mut c = Self {
+            proc: Proc::spawn("roomsense-central", cmd)?,
+            http_port,
+            mqtt_port,
+            db,
+            external_mqtt,
+            http: reqwest::Client::new(),
+        };
+        c.wait_ready().await?;
+        Ok(c)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.base());
+        let http = self.http.clone();
+        let proc = &mut self.proc;
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(st) = proc.exited() {
+                bail!("roomsense-central exited early: {st}");
+            }
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= end {
+                bail!("roomsense-central not ready after {DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9` and start again on the same ports and database.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.proc.kill9();
+        let fresh = Self::start(
+            self.db.clone(),
+            self.http_port,
+            self.mqtt_port,
+            self.external_mqtt.clone(),
+        )
+        .await?;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Every row of an NDJSON history endpoint.
+    pub async fn ndjson(&self, path_and_query: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let sep = if path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let r = self
+            .http
+            .get(format!(
+                "{}{}{}format=ndjson",
+                self.base(),
+                path_and_query,
+                sep
+            ))
+            .send()
+            .await?;
+        if r.status().as_u16() == 404 {
+            return Ok(Vec::new());
+        }
+        let text = r.error_for_status()?.text().await?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).context("NDJSON line"))
+            .collect()
+    }
+
+    /// What central stored for `node`: (sum of BLE sighting counts, BLE rows, door events,
+    /// duplicated BLE keys).
+    pub async fn totals(&self, node: &str) -> anyhow::Result<NodeTotals> {
+        let ble = self
+            .ndjson(&format!("/api/readings?node={node}&kind=ble"))
+            .await?;
+        let doors = self
+            .ndjson(&format!("/api/doors/events?node={node}"))
+            .await?;
+        let mut keys = std::collections::HashSet::new();
+        let mut dup = 0;
+        for r in &ble {
+            let k = format!("{}|{}|{}", r["device"], r["first_at"], r["at"]);
+            if !keys.insert(k) {
+                dup += 1;
+            }
+        }
+        let mut dkeys = std::collections::HashSet::new();
+        for d in &doors {
+            if !dkeys.insert(format!("{}|{}|{}", d["door"], d["state"], d["at"])) {
+                dup += 1;
+            }
+        }
+        Ok(NodeTotals {
+            advertisements: ble.iter().map(|r| r["count"].as_u64().unwrap_or(0)).sum(),
+            ble_rows: ble.len() as u64,
+            door_events: doors.len() as u64,
+            duplicates: dup,
+        })
+    }
+}
+
+/// What central holds for one node (see [`CentralProc::totals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeTotals {
+    pub advertisements: u64,
+    pub ble_rows: u64,
+    pub door_events: u64,
+    pub duplicates: u64,
+}
+
+/// The simulation every edge in a test runs (same world for all).
+#[derive(Debug, Clone)]
+pub struct SimPlan {
+    pub seed: u64,
+    pub start: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub speed: f64,
+    pub devices: usize,
+}
+
+impl SimPlan {
+    /// A world that started 30 minutes ago (so simulated time stays behind the wall
+    /// clock), lasting `sim_secs` simulated seconds, run `speed` times faster than real time.
+    pub fn new(sim_secs: i64, speed: f64) -> Self {
+        let start = Utc::now() - chrono::Duration::minutes(30);
+        let start = DateTime::from_timestamp(start.timestamp(), 0).unwrap_or(start);
+        Self {
+            seed: 7,
+            start,
+            until: start + chrono::Duration::seconds(sim_secs),
+            speed,
+            devices: 30,
+        }
+    }
+
+    fn options(&self) -> roomsense_common::sim::SimOptions {
+        roomsense_common::sim::SimOptions {
+            start: self.start,
+            devices: self.devices,
+            dwell_secs: [2.0, 15.0],
+            stationary_fraction: 0.0,
+            ..Default::default()
+        }
+    }
+
+    /// What the simulator produces for `node` over `(start, until]`: (BLE advertisements,
+    /// door transitions).
+    pub fn expected(&self, node: &str) -> anyhow::Result<(u64, u64)> {
+        let mut opts = self.options();
+        opts.only_node = Some(NodeId::parse(node)?);
+        let node_id = NodeId::parse(node)?;
+        let mut sim = roomsense_common::sim::Simulator::new(
+            roomsense_common::sim::Building::example(),
+            self.seed,
+            opts,
+        )?;
+        let (mut ble, mut door) = (0, 0);
+        for e in sim.step(self.until) {
+            if e.node() != &node_id {
+                continue;
+            }
+            match e {
+                roomsense_common::sim::SimEvent::Ble { .. } => ble += 1,
+                roomsense_common::sim::SimEvent::Door { .. } => door += 1,
+                roomsense_common::sim::SimEvent::Wifi { .. } => {}
+            }
+        }
+        Ok((ble, door))
+    }
+
+    /// An edge config (TOML) for `node` talking to `mqtt_port`, its outbox at `outbox`.
+    pub fn edge_toml(&self, node: &str, mqtt_port: u16, outbox: &std::path::Path) -> String {
+        let o = self.options();
+        format!(
+            r#"[node]
+id = "{node}"
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+client_id = "{client}"
+resend_timeout = "2s"
+reconnect_min = "50ms"
+reconnect_max = "500ms"
+status_interval = "1s"
+keep_alive = "5s"
+[outbox]
+path = "{outbox}"
+[log]
+level = "info"
+[[sources]]
+kind = "sim"
+seed = {seed}
+start = "{start}"
+until = "{until}"
+speed = {speed:?}
+step = "50ms"
+[sources.options]
+devices = {devices}
+dwell_secs = [{d0:?}, {d1:?}]
+stationary_fraction = 0.0
+"#,
+            client = unique(&format!("edge-{node}")),
+            outbox = outbox.display(),
+            seed = self.seed,
+            start = self.start.to_rfc3339(),
+            until = self.until.to_rfc3339(),
+            speed = self.speed,
+            devices = o.devices,
+            d0 = o.dwell_secs[0],
+            d1 = o.dwell_secs[1],
+        )
+    }
+}
+
+/// Starts `roomsense-edge run` with the config file `config`.
+pub fn spawn_edge(config: &std::path::Path) -> anyhow::Result<Proc> {
+    let mut cmd = std::process::Command::new(bin_path("roomsense-edge")?);
+    cmd.arg("run").arg("--config").arg(config);
+    Proc::spawn("roomsense-edge", cmd)
+}
+
+/// Batches waiting in an edge's outbox file (0 if it does not exist yet).
+pub async fn outbox_depth(path: &std::path::Path) -> anyhow::Result<i64> {
+    use sqlx::ConnectOptions;
+    if !path.exists() {
+        return Ok(0);
+    }
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM batches")
+        .fetch_one(&mut conn)
+        .await?;
+    Ok(n)
+}
+
+/// Waits until central holds exactly what the simulator produced for `node` (failing
+/// early on duplicates), and returns the totals.
+pub async fn wait_complete(
+    central: &CentralProc,
+    plan: &SimPlan,
+    node: &str,
+    deadline: Duration,
+) -> anyhow::Result<NodeTotals> {
+    let (ble, door) = plan.expected(node)?;
+    let last = std::sync::Mutex::new(NodeTotals::default());
+    let res = wait_for(
+        &format!("{node}: {ble} advertisements and {door} door events at central"),
+        deadline,
+        || {
+            let last = &last;
+            async move {
+                let t = central.totals(node).await.ok()?;
+                if let Ok(mut l) = last.lock() {
+                    *l = t;
+                }
+                (t.duplicates > 0
+                    || t.advertisements > ble
+                    || t.door_events > door
+                    || (t.advertisements == ble && t.door_events == door))
+                    .then_some(t)
+            }
+        },
+    )
+    .await;
+    let last = last.lock().map(|l| *l).unwrap_or_default();
+    match res {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            bail!("{e}; last seen {last:?}, expected {ble} advertisements, {door} door events")
+        }
+    }
 }

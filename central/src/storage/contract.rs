@@ -362,6 +362,7 @@ macro_rules! contract_suite {
                 #[tokio::test]
                 async fn $name() {
                     let Ok(url) = std::env::var("ROOMSENSE_TEST_POSTGRES_URL") else {
+                        assert!(std::env::var("CI").is_err(), "CI must set ROOMSENSE_TEST_POSTGRES_URL");
                         eprintln!("ROOMSENSE_TEST_POSTGRES_URL not set: Postgres contract test skipped");
                         return;
                     };
