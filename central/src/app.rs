@@ -103,14 +103,37 @@ impl Application {
         let writer_stop = CancellationToken::new();
         let background = CancellationToken::new();
 
+        let live = if !config.positioning.building.is_empty() {
+            Some(crate::demo::load_building(
+                "positioning.building",
+                &config.positioning.building,
+            )?)
+        } else if config.demo.enabled {
+            Some(crate::demo::load_building(
+                "demo.building",
+                &config.demo.building,
+            )?)
+        } else {
+            None
+        }
+        .map(|b| Arc::new(crate::live::LivePositions::new(b)));
+
         let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue_capacity);
         let (client, eventloop) = crate::mqtt::client(&client_cfg);
+        let acker = crate::mqtt::commit_acker(client.clone(), topics.clone());
+        let live_feed = live.clone();
+        let on_commit: crate::ingest::CommitHook = Arc::new(move |items| {
+            acker(items);
+            if let Some(l) = &live_feed {
+                l.ingest(items);
+            }
+        });
         let writer_task = tokio::spawn(run_writer(
             store.clone(),
             rx,
             config.ingest.max_batch_messages,
             stats.clone(),
-            Some(crate::mqtt::commit_acker(client.clone(), topics.clone())),
+            Some(on_commit),
             writer_stop.clone(),
         ));
         let mqtt_task = tokio::spawn(run_ingest_client(
@@ -145,6 +168,7 @@ impl Application {
             mqtt_connected: mqtt_connected.clone(),
             clock_skew_threshold: config.nodes.clock_skew_threshold,
             log,
+            live,
         };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await

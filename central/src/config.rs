@@ -21,6 +21,15 @@ pub struct Config {
     pub nodes: NodesConfig,
     pub log: LogConfig,
     pub demo: DemoConfig,
+    pub positioning: PositioningConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PositioningConfig {
+    /// Building file (rooms, receivers at x/y/floor with rssi_at_1m and exponent) used to
+    /// locate devices live; empty = none (with `--demo`: the demo building).
+    pub building: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -431,6 +440,11 @@ enabled = false
 building = ""
 devices = 12
 seed = 1
+
+[positioning]
+# Building file (format: deploy/examples/building.toml) whose receivers and rooms are used
+# to locate tracked devices live. Empty: no live positions (with --demo: the demo building).
+building = ""
 "#;
 
 #[cfg(test)]

@@ -106,6 +106,16 @@ impl DemoNode {
     }
 }
 
+/// Reads a building file; an empty path is the built-in example. `key` names the setting.
+pub fn load_building(key: &str, path: &str) -> anyhow::Result<Building> {
+    if path.is_empty() {
+        return Ok(Building::example());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{key}: cannot read {path}"))?;
+    Building::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{key} {path}: {e}"))
+}
+
 /// Starts the simulated nodes; they stop with `stop`.
 pub fn spawn(
     cfg: &DemoConfig,
@@ -113,14 +123,7 @@ pub fn spawn(
     topics: &Topics,
     stop: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let building = if cfg.building.is_empty() {
-        Building::example()
-    } else {
-        let text = std::fs::read_to_string(&cfg.building)
-            .with_context(|| format!("demo.building: cannot read {}", cfg.building))?;
-        Building::from_toml_str(&text)
-            .map_err(|e| anyhow::anyhow!("demo.building {}: {e}", cfg.building))?
-    };
+    let building = load_building("demo.building", &cfg.building)?;
     let start = Utc::now();
     let options = SimOptions {
         start,

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod ingest;
+pub mod live;
 pub mod mqtt;
 pub mod positioning;
 pub mod storage;

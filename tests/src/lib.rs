@@ -76,6 +76,8 @@ pub struct CentralOptions {
     pub external_mqtt: Option<String>,
     pub silence_timeout: Duration,
     pub prefix: String,
+    /// Run the simulated demo building (live positions included).
+    pub demo: bool,
 }
 
 impl Default for CentralOptions {
@@ -85,6 +87,7 @@ impl Default for CentralOptions {
             external_mqtt: None,
             silence_timeout: Duration::from_secs(120),
             prefix: roomsense_common::DEFAULT_PREFIX.into(),
+            demo: false,
         }
     }
 }
@@ -105,6 +108,7 @@ impl TestCentral {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("central.db").display()));
         config.nodes.silence_timeout = opts.silence_timeout;
+        config.demo.enabled = opts.demo;
         if let Some(url) = &opts.external_mqtt {
             config.mqtt.mode = BrokerMode::External;
             config.mqtt.url = url.clone();

@@ -434,3 +434,41 @@ async fn wait_for_ack(
     })
     .await?
 }
+
+/// `serve --demo`: simulated nodes publish over MQTT and devices get live positions.
+#[tokio::test]
+async fn demo_building_produces_live_positions_in_rooms() -> anyhow::Result<()> {
+    let c = TestCentral::start(CentralOptions {
+        demo: true,
+        ..CentralOptions::default()
+    })
+    .await?;
+    let nodes = c.wait_items("/api/nodes", 5).await?;
+    assert!(nodes.iter().all(|n| n["state"] == "online"));
+    let positions = c.wait_items("/api/positions", 5).await?;
+    let p = &positions[0];
+    assert!(p["room"].is_string(), "{p}");
+    assert!(p["receivers"].as_u64().unwrap_or(0) >= 1, "{p}");
+    let device = p["device"].as_str().unwrap_or_default().to_string();
+    let (code, one) = c.get(&format!("/api/devices/{device}/position")).await?;
+    assert_eq!(code, 200);
+    assert_eq!(one["device"], device.as_str());
+    let (code, err) = c.get("/api/devices/nobody/position").await?;
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (404, Some("device_not_located"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn positions_without_a_building_say_what_is_missing() -> anyhow::Result<()> {
+    let c = TestCentral::start(CentralOptions::default()).await?;
+    let (code, err) = c.get("/api/positions").await?;
+    assert_eq!(code, 503);
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("positioning.building"));
+    Ok(())
+}

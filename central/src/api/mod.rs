@@ -5,6 +5,7 @@ mod history;
 mod nodes;
 mod ops;
 pub mod paging;
+mod positions;
 
 use crate::ingest::IngestStats;
 use crate::storage::Store;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub mqtt_connected: Arc<AtomicBool>,
     pub clock_skew_threshold: Duration,
     pub log: Option<Arc<LogControl>>,
+    /// Live positions, when a building is configured.
+    pub live: Option<Arc<crate::live::LivePositions>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -29,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(nodes::router())
         .merge(history::router())
         .merge(ops::router())
+        .merge(positions::router())
         .fallback(|| async {
             error::AppError::not_found("no_route", "no such endpoint; see README for the API")
         })
