@@ -74,6 +74,32 @@ async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
         r.status().is_success().then_some(())
     })
     .await?;
+    // the log filter can be changed at run time; a bad filter is refused and names the field
+    let r = client
+        .put(format!("{base}/debug/log-level"))
+        .json(&serde_json::json!({ "level": "debug,rumqttd=warn" }))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = client
+        .get(format!("{base}/debug/log-level"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(v["level"], "debug,rumqttd=warn");
+    let r = client
+        .put(format!("{base}/debug/log-level"))
+        .json(&serde_json::json!({ "level": "[[[" }))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 400);
+    let v: serde_json::Value = r.json().await?;
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("level"));
+
     let addr = format!("127.0.0.1:{mqtt}").parse()?;
     let mut p = Publisher::connect(addr, &unique("term")).await?;
     let topics = roomsense_common::Topics::default();
