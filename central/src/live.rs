@@ -35,7 +35,15 @@ pub struct LiveState {
     multilat: MultilatConfig,
     windows: HashMap<String, RssiWindow>,
     latest: HashMap<String, Position>,
+    /// Newest reading time seen, and when state was last pruned (reading time).
+    newest_ms: i64,
+    pruned_ms: i64,
 }
+
+/// A device not heard for this long is forgotten (its window and latest position), so
+/// memory stays bounded however many devices pass by in a year.
+pub const FORGET_AFTER_MS: i64 = 60 * 60 * 1000;
+const PRUNE_EVERY_MS: i64 = 60 * 1000;
 
 impl LiveState {
     /// Anchors are the building's receivers with their path-loss parameters.
@@ -57,6 +65,8 @@ impl LiveState {
             multilat: MultilatConfig::default(),
             windows: HashMap::new(),
             latest: HashMap::new(),
+            newest_ms: i64::MIN,
+            pruned_ms: i64::MIN,
         }
     }
 
@@ -129,8 +139,28 @@ impl LiveState {
         }
         let devices: BTreeSet<(String, i64)> = seen.into_iter().collect();
         for (device, at) in devices {
+            self.newest_ms = self.newest_ms.max(at);
             self.locate(&device, at);
         }
+        if self.newest_ms.saturating_sub(self.pruned_ms) >= PRUNE_EVERY_MS {
+            self.prune(self.newest_ms);
+        }
+    }
+
+    /// Drops expired readings, and devices not heard for `FORGET_AFTER_MS`.
+    pub fn prune(&mut self, now_ms: i64) {
+        self.pruned_ms = now_ms;
+        self.windows.retain(|_, w| {
+            w.expire(now_ms);
+            !w.is_empty()
+        });
+        let cutoff = now_ms.saturating_sub(FORGET_AFTER_MS);
+        self.latest.retain(|_, p| p.at_ms >= cutoff);
+    }
+
+    /// Devices with state (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.windows.len().max(self.latest.len())
     }
 }
 
@@ -233,5 +263,9 @@ mod tests {
         }
         assert!(truth.len() >= 6);
         assert_eq!(located, truth.len());
+
+        // devices not heard for an hour are forgotten
+        live.prune(now.timestamp_millis() + FORGET_AFTER_MS + 1);
+        assert_eq!(live.tracked(), 0);
     }
 }
