@@ -3,6 +3,8 @@
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
+pub use roomsense_common::config::parse_mqtt_url;
+use roomsense_common::config::{describe, env_to_toml};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -230,7 +232,7 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with("ROOMSENSE__"))
             .collect();
-        let env_toml = env_to_toml(&vars)?;
+        let env_toml = env_to_toml(&vars).map_err(ConfigError)?;
         fig = fig.merge(Toml::string(&env_toml));
         for (key, value) in overrides {
             fig = fig.merge(Serialized::global(key, value));
@@ -283,98 +285,6 @@ impl Config {
             .map_err(|e| ConfigError(format!("log.level: {e}")))?;
         Ok(())
     }
-}
-
-/// `ROOMSENSE__HTTP__LISTEN=…` → `[http] listen = …`. Values are parsed as TOML when they
-/// parse (numbers, booleans), else taken as strings.
-fn env_to_toml(vars: &[(String, String)]) -> Result<String, ConfigError> {
-    let mut root = toml::Table::new();
-    for (k, v) in vars {
-        let path: Vec<String> = k["ROOMSENSE__".len()..]
-            .split("__")
-            .map(str::to_ascii_lowercase)
-            .collect();
-        if path.iter().any(String::is_empty) {
-            return Err(ConfigError(format!(
-                "environment variable {k}: empty key segment"
-            )));
-        }
-        let value = match format!("x = {v}").parse::<toml::Table>() {
-            Ok(mut t) => t
-                .remove("x")
-                .unwrap_or_else(|| toml::Value::String(v.clone())),
-            Err(_) => toml::Value::String(v.clone()),
-        };
-        let mut table = &mut root;
-        for seg in &path[..path.len() - 1] {
-            let entry = table
-                .entry(seg.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = match entry {
-                toml::Value::Table(t) => t,
-                _ => {
-                    return Err(ConfigError(format!(
-                        "environment variable {k}: {seg} is not a section"
-                    )))
-                }
-            };
-        }
-        if let Some(last) = path.last() {
-            table.insert(last.clone(), value);
-        }
-    }
-    Ok(root.to_string())
-}
-
-fn describe(e: figment::Error) -> String {
-    e.into_iter()
-        .map(|e| {
-            let key = e.path.join(".");
-            let source = e
-                .metadata
-                .as_ref()
-                .map(|m| m.name.to_string())
-                .unwrap_or_default();
-            let mut kind = e.kind.to_string();
-            if let figment::error::Kind::UnknownField(f, _) = &e.kind {
-                kind = format!("unknown key {f:?}");
-            }
-            let full_key = match &e.kind {
-                figment::error::Kind::UnknownField(f, _) if key.is_empty() => f.clone(),
-                figment::error::Kind::UnknownField(f, _) => format!("{key}.{f}"),
-                _ => key,
-            };
-            if source.is_empty() {
-                format!("{full_key}: {kind}")
-            } else {
-                format!("{full_key}: {kind} (from {source})")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// Splits `mqtt://host:port` (or `tcp://`) into host and port (default 1883).
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            format!("{url:?} must start with mqtt:// (TLS brokers: not yet supported)")
-        })?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("{url:?}: port {p:?} is not a number from 1 to 65535"))?,
-        ),
-        None => (rest, 1883),
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
 /// The commented default configuration printed by `roomsense-central configfile`.
@@ -517,13 +427,5 @@ mod tests {
         )];
         let e = Config::load(None, env, &[]).unwrap_err();
         assert!(e.to_string().contains("database.url"), "{e}");
-    }
-
-    #[test]
-    fn mqtt_urls() {
-        assert_eq!(parse_mqtt_url("mqtt://h:1884").unwrap(), ("h".into(), 1884));
-        assert_eq!(parse_mqtt_url("mqtt://h").unwrap(), ("h".into(), 1883));
-        assert!(parse_mqtt_url("http://h").is_err());
-        assert!(parse_mqtt_url("mqtt://h:x").is_err());
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Nothing here does I/O or reads a clock: time is always passed in.
 
+pub mod config;
 pub mod ids;
 pub mod protocol;
 pub mod sim;

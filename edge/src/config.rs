@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
+pub use roomsense_common::config::parse_mqtt_url;
+use roomsense_common::config::{describe, env_to_toml};
 use roomsense_common::sim::SimOptions;
 use roomsense_common::{DoorId, NodeId, Topics};
 use serde::{Deserialize, Serialize};
@@ -375,7 +377,7 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with("ROOMSENSE__"))
             .collect();
-        fig = fig.merge(Toml::string(&env_to_toml(&vars)?));
+        fig = fig.merge(Toml::string(&env_to_toml(&vars).map_err(ConfigError)?));
         for (key, value) in overrides {
             fig = fig.merge(Serialized::global(key, value));
         }
@@ -507,96 +509,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// `ROOMSENSE__MQTT__URL=…` → `[mqtt] url = …`. Values are parsed as TOML when they parse
-/// (numbers, booleans), else taken as strings.
-fn env_to_toml(vars: &[(String, String)]) -> Result<String, ConfigError> {
-    let mut root = toml::Table::new();
-    for (k, v) in vars {
-        let path: Vec<String> = k["ROOMSENSE__".len()..]
-            .split("__")
-            .map(str::to_ascii_lowercase)
-            .collect();
-        if path.iter().any(String::is_empty) {
-            return Err(ConfigError(format!(
-                "environment variable {k}: empty key segment"
-            )));
-        }
-        let value = match format!("x = {v}").parse::<toml::Table>() {
-            Ok(mut t) => t
-                .remove("x")
-                .unwrap_or_else(|| toml::Value::String(v.clone())),
-            Err(_) => toml::Value::String(v.clone()),
-        };
-        let mut table = &mut root;
-        for seg in &path[..path.len() - 1] {
-            let entry = table
-                .entry(seg.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = match entry {
-                toml::Value::Table(t) => t,
-                _ => {
-                    return Err(ConfigError(format!(
-                        "environment variable {k}: {seg} is not a section"
-                    )))
-                }
-            };
-        }
-        if let Some(last) = path.last() {
-            table.insert(last.clone(), value);
-        }
-    }
-    Ok(root.to_string())
-}
-
-fn describe(e: figment::Error) -> String {
-    e.into_iter()
-        .map(|e| {
-            let key = e.path.join(".");
-            let source = e
-                .metadata
-                .as_ref()
-                .map(|m| m.name.to_string())
-                .unwrap_or_default();
-            let mut kind = e.kind.to_string();
-            if let figment::error::Kind::UnknownField(f, _) = &e.kind {
-                kind = format!("unknown key {f:?}");
-            }
-            let full_key = match &e.kind {
-                figment::error::Kind::UnknownField(f, _) if key.is_empty() => f.clone(),
-                figment::error::Kind::UnknownField(f, _) => format!("{key}.{f}"),
-                _ => key,
-            };
-            if source.is_empty() {
-                format!("{full_key}: {kind}")
-            } else {
-                format!("{full_key}: {kind} (from {source})")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// Splits `mqtt://host:port` (or `tcp://`) into host and port (default 1883).
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("{url:?} must start with mqtt:// (TLS: not yet supported)"))?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("{url:?}: port {p:?} is not a number from 1 to 65535"))?,
-        ),
-        None => (rest, 1883),
-    };
-    if host.is_empty() || port == 0 {
-        return Err(format!("{url:?} has no host or port"));
-    }
-    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]
