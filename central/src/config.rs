@@ -1,10 +1,7 @@
 //! Configuration: defaults, then a TOML file, then `ROOMSENSE__SECTION__KEY` environment
 //! variables, then CLI flags. Every section is `#[serde(default)]`.
 
-use figment::providers::{Format, Serialized, Toml};
-use figment::Figment;
 pub use roomsense_common::config::parse_mqtt_url;
-use roomsense_common::config::{describe, env_to_toml};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -218,26 +215,8 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &[(&str, toml::Value)],
     ) -> Result<Config, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        let vars: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("ROOMSENSE__"))
-            .collect();
-        let env_toml = env_to_toml(&vars).map_err(ConfigError)?;
-        fig = fig.merge(Toml::string(&env_toml));
-        for (key, value) in overrides {
-            fig = fig.merge(Serialized::global(key, value));
-        }
-        let config: Config = fig.extract().map_err(|e| ConfigError(describe(e)))?;
+        let config: Config =
+            roomsense_common::config::load_layered(file, env, overrides).map_err(ConfigError)?;
         config.validate()?;
         Ok(config)
     }

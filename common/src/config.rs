@@ -1,6 +1,39 @@
 //! Configuration helpers shared by both daemons: environment overrides as a TOML layer and
 //! error messages that name the key.
 
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use std::path::Path;
+
+/// Loads `T::default()`, then `file` (if given; it must exist), then the `ROOMSENSE__…`
+/// environment variables among `env`, then `overrides` (dotted key → value, from CLI flags).
+/// The error names the key and where its value came from.
+pub fn load_layered<T>(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &[(&str, toml::Value)],
+) -> Result<T, String>
+where
+    T: Default + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(format!("config file {} does not exist", path.display()));
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    let vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("ROOMSENSE__"))
+        .collect();
+    fig = fig.merge(Toml::string(&env_to_toml(&vars)?));
+    for (key, value) in overrides {
+        fig = fig.merge(Serialized::global(key, value));
+    }
+    fig.extract().map_err(describe)
+}
+
 /// `ROOMSENSE__SECTION__KEY=…` → `[http] listen = …`. Values are parsed as TOML when they
 /// parse (numbers, booleans), else taken as strings.
 pub fn env_to_toml(vars: &[(String, String)]) -> Result<String, String> {
