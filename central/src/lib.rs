@@ -1,6 +1,7 @@
 //! roomsense central server: MQTT ingest (embedded rumqttd or an external broker), node
 //! registry, storage (SQLite or Postgres), REST API.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod broker;

@@ -1,6 +1,7 @@
 //! REST API (axum). One module per resource, each exposing `router()`, merged here.
 
 pub mod error;
+mod events;
 mod history;
 mod nodes;
 mod ops;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(history::router())
         .merge(ops::router())
         .merge(positions::router())
+        .merge(events::router())
         .fallback(|| async {
             error::AppError::not_found("no_route", "no such endpoint; see README for the API")
         })

@@ -343,6 +343,17 @@ pub async fn large_write_spans_chunks(store: &dyn Store) {
     assert_eq!(store.counts().await.unwrap().readings, 3700);
 }
 
+/// A Postgres schema name unique per test module, test and process (≤ 63 bytes).
+pub fn schema_name(module: &str, test: &str) -> String {
+    let h = module.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut name = format!("t{:08x}_{}_{test}", h as u32, std::process::id());
+    name.truncate(63);
+    name
+}
+
+/// Runs each named `async fn(&dyn Store)` of the calling module against SQLite and Postgres.
 macro_rules! contract_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -351,7 +362,7 @@ macro_rules! contract_suite {
                 async fn $name() {
                     let dir = tempfile::tempdir().unwrap();
                     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-                    let store = super::super::connect(&url, 2).await.unwrap();
+                    let store = $crate::storage::connect(&url, 2).await.unwrap();
                     super::$name(store.as_ref()).await;
                 }
             )*
@@ -366,14 +377,16 @@ macro_rules! contract_suite {
                         eprintln!("ROOMSENSE_TEST_POSTGRES_URL not set: Postgres contract test skipped");
                         return;
                     };
-                    let schema = format!("t_{}_{}", stringify!($name), std::process::id());
-                    let store = super::super::PgStore::connect_isolated(&url, &schema).await.unwrap();
+                    let schema = $crate::storage::contract::schema_name(module_path!(), stringify!($name));
+                    let store = $crate::storage::PgStore::connect_isolated(&url, &schema).await.unwrap();
                     super::$name(&store).await;
                 }
             )*
         }
     };
 }
+
+pub(super) use contract_suite;
 
 contract_suite!(
     stores_and_queries_readings,

@@ -2,12 +2,15 @@
 //! database URL. All runtime SQL lives in this module; both backends share one SQL body
 //! (`sql.rs`) and one contract test suite (`tests/`).
 
+pub mod access;
 mod postgres;
 mod sql;
 mod sqlite;
 
 #[cfg(test)]
 mod contract;
+#[cfg(test)]
+mod contract_access;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -157,7 +160,7 @@ pub struct TimeQuery {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: access::AccessStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Checks the database answers.

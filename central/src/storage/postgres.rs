@@ -72,3 +72,4 @@ impl PgStore {
 }
 
 impl_sql_store!(PgStore, Postgres, "postgres");
+super::access::impl_access_store!(PgStore, Postgres);

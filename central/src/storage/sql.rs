@@ -7,8 +7,21 @@ use super::{DeadLetter, Received, WriteItem};
 use roomsense_common::protocol::{Message, NodeStatus};
 use std::collections::BTreeMap;
 
-/// Rows per multi-row INSERT (13 columns × 1000 stays under both backends' bind limits).
-pub(super) const ROWS_PER_INSERT: usize = 1000;
+/// Rows per multi-row INSERT, largest first (13 columns × 1000 stays under both backends'
+/// bind limits). A write is cut into chunks of these sizes only, so the few statement shapes
+/// stay in the prepared-statement cache instead of preparing a new 13,000-parameter
+/// statement for every odd-sized tail.
+pub(super) const CHUNK_SIZES: [usize; 6] = [1000, 256, 64, 16, 4, 1];
+
+/// Cuts `items` into chunks whose lengths are all in `CHUNK_SIZES`.
+pub(super) fn chunked<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let n = CHUNK_SIZES.iter().copied().find(|&n| n <= items.len())?;
+        let (head, rest) = items.split_at(n);
+        items = rest;
+        Some(head)
+    })
+}
 
 pub(super) const READING_COLUMNS: &str = "id, node, seq, kind, device, rssi, tx_power, count, first_at_ms, at_ms, received_at_ms, channel, ssid, beacon";
 pub(super) const DOOR_COLUMNS: &str = "id, node, seq, door, state, at_ms, received_at_ms";
@@ -188,7 +201,7 @@ macro_rules! impl_sql_store {
                 let mut out = $crate::storage::WriteOutcome::default();
                 let mut tx = self.begin_write().await?;
 
-                for chunk in plan.dead_letters.chunks(ROWS_PER_INSERT) {
+                for chunk in chunked(&plan.dead_letters) {
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO dead_letters (topic, payload, reason, received_at_ms) ",
                     );
@@ -204,7 +217,7 @@ macro_rules! impl_sql_store {
 
                 let stored_ms = chrono::Utc::now().timestamp_millis();
                 let mut new_keys: HashSet<(String, i64)> = HashSet::new();
-                for chunk in plan.batches.chunks(ROWS_PER_INSERT) {
+                for chunk in chunked(&plan.batches) {
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO batches (node, seq, kind, items, sent_at_ms, received_at_ms, stored_at_ms) ",
                     );
@@ -235,7 +248,7 @@ macro_rules! impl_sql_store {
                     }
                 }
 
-                for chunk in readings.chunks(ROWS_PER_INSERT) {
+                for chunk in chunked(&readings) {
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO readings (node, seq, kind, device, rssi, tx_power, count, first_at_ms, at_ms, received_at_ms, channel, ssid, beacon) ",
                     );
@@ -258,7 +271,7 @@ macro_rules! impl_sql_store {
                     out.readings += chunk.len() as u64;
                 }
 
-                for chunk in doors.chunks(ROWS_PER_INSERT) {
+                for chunk in chunked(&doors) {
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO door_events (node, seq, door, state, at_ms, received_at_ms) ",
                     );
@@ -460,3 +473,19 @@ macro_rules! push_time_filter {
 
 pub(super) use impl_sql_store;
 pub(super) use push_time_filter;
+
+#[cfg(test)]
+mod tests {
+    use super::{chunked, CHUNK_SIZES};
+
+    #[test]
+    fn chunks_cover_everything_in_known_sizes() {
+        for n in [0usize, 1, 5, 999, 1000, 1001, 2345] {
+            let v: Vec<usize> = (0..n).collect();
+            let parts: Vec<&[usize]> = chunked(&v).collect();
+            assert!(parts.iter().all(|p| CHUNK_SIZES.contains(&p.len())));
+            let joined: Vec<usize> = parts.concat();
+            assert_eq!(joined, v);
+        }
+    }
+}
