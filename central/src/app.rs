@@ -22,6 +22,7 @@ pub struct Application {
     mqtt_addr: SocketAddr,
     store: Arc<dyn Store>,
     stats: Arc<IngestStats>,
+    bus: crate::bus::EventBus,
     mqtt_connected: Arc<AtomicBool>,
     /// Stops taking messages from the broker.
     intake: CancellationToken,
@@ -98,6 +99,7 @@ impl Application {
         };
 
         let stats = Arc::new(IngestStats::default());
+        let bus = crate::bus::EventBus::default();
         let mqtt_connected = Arc::new(AtomicBool::new(false));
         let intake = CancellationToken::new();
         let writer_stop = CancellationToken::new();
@@ -122,8 +124,12 @@ impl Application {
         let (client, eventloop) = crate::mqtt::client(&client_cfg);
         let acker = crate::mqtt::commit_acker(client.clone(), topics.clone());
         let live_feed = live.clone();
+        let commit_bus = bus.clone();
         let on_commit: crate::ingest::CommitHook = Arc::new(move |items| {
             acker(items);
+            for e in crate::bus::events_of_commit(items) {
+                commit_bus.publish(e);
+            }
             if let Some(l) = &live_feed {
                 l.ingest(items);
             }
@@ -149,6 +155,7 @@ impl Application {
 
         let mut tasks = vec![tokio::spawn(silence_watch(
             store.clone(),
+            bus.clone(),
             config.nodes.silence_timeout,
             background.clone(),
         ))];
@@ -169,6 +176,7 @@ impl Application {
             clock_skew_threshold: config.nodes.clock_skew_threshold,
             log,
             live,
+            bus: bus.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -188,6 +196,7 @@ impl Application {
             mqtt_addr,
             store,
             stats,
+            bus,
             mqtt_connected,
             intake,
             writer_stop,
@@ -210,6 +219,11 @@ impl Application {
 
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// The live event bus (positions, doors, node changes, access events).
+    pub fn bus(&self) -> crate::bus::EventBus {
+        self.bus.clone()
     }
 
     pub fn stats(&self) -> Arc<IngestStats> {
@@ -253,7 +267,12 @@ impl Application {
 }
 
 /// Marks nodes offline that sent nothing for `timeout`.
-async fn silence_watch(store: Arc<dyn Store>, timeout: Duration, stop: CancellationToken) {
+async fn silence_watch(
+    store: Arc<dyn Store>,
+    bus: crate::bus::EventBus,
+    timeout: Duration,
+    stop: CancellationToken,
+) {
     let every = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -263,8 +282,15 @@ async fn silence_watch(store: Arc<dyn Store>, timeout: Duration, stop: Cancellat
         let cutoff = chrono::Utc::now().timestamp_millis() - timeout.as_millis() as i64;
         match store.mark_silent(cutoff).await {
             Ok(ids) => {
+                let now_ms = chrono::Utc::now().timestamp_millis();
                 for id in ids {
                     tracing::warn!(node = %id, ?timeout, "node went silent; marked offline");
+                    bus.publish(crate::bus::LiveEvent::Node(crate::bus::NodeChange {
+                        node: id,
+                        state: "offline".into(),
+                        reason: Some("silent".into()),
+                        at_ms: now_ms,
+                    }));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "silence check failed"),

@@ -15,6 +15,7 @@ use axum::Router;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -26,15 +27,43 @@ pub struct AppState {
     pub log: Option<Arc<LogControl>>,
     /// Live positions, when a building is configured.
     pub live: Option<Arc<crate::live::LivePositions>>,
+    /// Live events (positions, doors, node changes, access events) for streams.
+    pub bus: crate::bus::EventBus,
+}
+
+/// The OpenAPI document's root. Handlers add their paths through
+/// `utoipa_axum::routes!` in their module's `router()`.
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "roomsense central API",
+    description = "Indoor presence, positioning and room access: nodes, readings, doors, positions, rooms, access."
+))]
+pub struct ApiDoc;
+
+/// Every route, with the OpenAPI paths of the annotated ones. A module either returns an
+/// `OpenApiRouter` built with `routes!(handler, …)` (documented) or a plain `Router`
+/// (`.into()`; undocumented until annotated).
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(nodes::router().into())
+        .merge(history::router().into())
+        .merge(ops::router().into())
+        .merge(positions::router().into())
+        .merge(events::router().into())
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(nodes::router())
-        .merge(history::router())
-        .merge(ops::router())
-        .merge(positions::router())
-        .merge(events::router())
+    let (routes, doc) = api_routes().split_for_parts();
+    let doc = Arc::new(doc);
+    routes
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
         .fallback(|| async {
             error::AppError::not_found("no_route", "no such endpoint; see README for the API")
         })
