@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod ingest;
 pub mod live;
+pub mod model;
 pub mod mqtt;
 pub mod occupancy;
 pub mod positioning;

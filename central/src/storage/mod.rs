@@ -3,6 +3,7 @@
 //! (`sql.rs`) and one contract test suite (`tests/`).
 
 pub mod access;
+pub mod model;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -11,6 +12,8 @@ mod sqlite;
 mod contract;
 #[cfg(test)]
 mod contract_access;
+#[cfg(test)]
+mod contract_model;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -160,7 +163,7 @@ pub struct TimeQuery {
 }
 
 #[async_trait]
-pub trait Store: access::AccessStore + Send + Sync + 'static {
+pub trait Store: access::AccessStore + model::ModelStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Checks the database answers.
