@@ -37,6 +37,9 @@ struct Args {
     duration: u64,
     #[arg(long, default_value = roomsense_common::DEFAULT_PREFIX)]
     prefix: String,
+    /// Bearer token for central's REST API (read scope is enough).
+    #[arg(long, env = "ROOMSENSE_TOKEN")]
+    token: Option<String>,
 }
 
 #[tokio::main]
@@ -54,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
     let batches_per_node = (args.duration as f64 / interval.as_secs_f64()).round() as u64;
     let expected = batches_per_node * args.nodes as u64 * args.batch as u64;
     let http = reqwest::Client::new();
-    let base_readings = stored_readings(&http, &args.http).await?;
+    let token = args.token.as_deref();
+    let base_readings = stored_readings(&http, &args.http, token).await?;
     eprintln!(
         "run {run}: {} nodes × {batches_per_node} batches × {} sightings every {interval:?} = {expected} sightings",
         args.nodes, args.batch
@@ -73,7 +77,26 @@ async fn main() -> anyhow::Result<()> {
         let devices: Vec<DeviceId> = (0..args.batch)
             .map(|i| DeviceId::parse(&format!("tag-{n}-{i}")))
             .collect::<Result<_, _>>()?;
-        let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+        // Counts PUBACKs: a node disconnects only once the broker acknowledged all of its
+        // batches (or the deadline passed), so an overloaded broker shows up as backlog and
+        // latency, never as batches the generator dropped itself.
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let acks = acked.clone();
+        let poller = tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                        acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("node connection error (rumqttc reconnects): {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        let ack_deadline = Instant::now() + Duration::from_secs(args.duration * 4 + 60);
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             for seq in 1..=batches_per_node {
@@ -107,7 +130,17 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             // keep the connection until its PUBACKs are in
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            while acked.load(std::sync::atomic::Ordering::Relaxed) < batches_per_node {
+                if Instant::now() > ack_deadline {
+                    let _ = client.disconnect().await;
+                    poller.abort();
+                    return Err(anyhow::anyhow!(
+                        "node {node}: only {} of {batches_per_node} batches acknowledged by the broker",
+                        acked.load(std::sync::atomic::Ordering::Relaxed)
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let _ = client.disconnect().await;
             poller.abort();
             Ok(())
@@ -117,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.duration * 4 + 60);
     let mut stored;
     loop {
-        stored = stored_readings(&http, &args.http).await? - base_readings;
+        stored = stored_readings(&http, &args.http, token).await? - base_readings;
         if last_print.elapsed() > Duration::from_secs(2) {
             eprintln!(
                 "{:>6.1}s stored {stored}/{expected} ({:.0}/s)",
@@ -162,13 +195,23 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stored_readings(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
-    let v: serde_json::Value = http
-        .get(format!("{base}/api/ingest/stats"))
-        .send()
-        .await?
-        .json()
-        .await?;
+async fn stored_readings(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+) -> anyhow::Result<u64> {
+    let mut req = http.get(format!("{base}/api/ingest/stats"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await?;
+    if !resp.status().is_success() {
+        bail!(
+            "GET /api/ingest/stats answered {} (pass --token or ROOMSENSE_TOKEN)",
+            resp.status()
+        );
+    }
+    let v: serde_json::Value = resp.json().await?;
     v["ingest"]["readings"]
         .as_u64()
         .context("stats without ingest.readings")
