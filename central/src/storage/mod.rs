@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod model;
+pub mod positions;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -14,6 +15,8 @@ mod contract;
 mod contract_access;
 #[cfg(test)]
 mod contract_model;
+#[cfg(test)]
+mod contract_positions;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -163,7 +166,9 @@ pub struct TimeQuery {
 }
 
 #[async_trait]
-pub trait Store: access::AccessStore + model::ModelStore + Send + Sync + 'static {
+pub trait Store:
+    access::AccessStore + model::ModelStore + positions::PositionStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Checks the database answers.

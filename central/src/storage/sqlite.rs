@@ -96,3 +96,4 @@ async fn checkpoint_loop(pool: SqlitePool, alive: std::sync::Weak<()>) {
 impl_sql_store!(SqliteStore, Sqlite, "sqlite");
 super::access::impl_access_store!(SqliteStore, Sqlite);
 super::model::impl_model_store!(SqliteStore, Sqlite);
+super::positions::impl_position_store!(SqliteStore, Sqlite);
