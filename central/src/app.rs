@@ -118,20 +118,29 @@ impl Application {
         } else {
             None
         }
-        .map(|b| Arc::new(crate::live::LivePositions::new(b)));
+        .map(|b| {
+            Arc::new(crate::live::LivePositions::new(
+                &b,
+                crate::live::LiveConfig::from_config(&config.positioning),
+            ))
+        });
+        let live_queue = Arc::new(crate::live::LiveQueue::new(
+            config.positioning.queue_capacity,
+        ));
 
         let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue_capacity);
         let (client, eventloop) = crate::mqtt::client(&client_cfg);
         let acker = crate::mqtt::commit_acker(client.clone(), topics.clone());
-        let live_feed = live.clone();
+        let live_feed = live.as_ref().map(|_| (live_queue.clone(), stats.clone()));
         let commit_bus = bus.clone();
         let on_commit: crate::ingest::CommitHook = Arc::new(move |items| {
             acker(items);
             for e in crate::bus::events_of_commit(items) {
                 commit_bus.publish(e);
             }
-            if let Some(l) = &live_feed {
-                l.ingest(items);
+            // Off the hot path: only queue the inputs for the positioning task.
+            if let Some((queue, stats)) = &live_feed {
+                crate::live::enqueue_commit(queue, stats, items);
             }
         });
         let writer_task = tokio::spawn(run_writer(
@@ -159,6 +168,18 @@ impl Application {
             config.nodes.silence_timeout,
             background.clone(),
         ))];
+
+        if let Some(l) = &live {
+            // Stopped after the writer drained (shutdown), so it takes the last commits too.
+            tasks.push(tokio::spawn(crate::live::run(
+                l.clone(),
+                live_queue.clone(),
+                store.clone(),
+                bus.clone(),
+                stats.clone(),
+                background.clone(),
+            )));
+        }
 
         if config.demo.enabled {
             tasks.push(crate::demo::spawn(

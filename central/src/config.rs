@@ -23,12 +23,36 @@ pub struct Config {
     pub positioning: PositioningConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PositioningConfig {
     /// Building file (rooms, receivers at x/y/floor with rssi_at_1m and exponent) used to
     /// locate devices live; empty = none (with `--demo`: the demo building).
     pub building: String,
+    /// Kalman smoothing of every track, with `max_speed_mps` as the walking-speed clamp.
+    pub kalman: bool,
+    pub max_speed_mps: f64,
+    /// RSSI window per device and receiver.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// At most one stored position per device per this long (plus one per room change).
+    #[serde(with = "humantime_serde")]
+    pub store_interval: Duration,
+    /// Sightings buffered between ingest and the positioning task; beyond, oldest dropped.
+    pub queue_capacity: usize,
+}
+
+impl Default for PositioningConfig {
+    fn default() -> Self {
+        Self {
+            building: String::new(),
+            kalman: true,
+            max_speed_mps: 2.0,
+            window: Duration::from_secs(10),
+            store_interval: Duration::from_secs(1),
+            queue_capacity: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -260,6 +284,22 @@ impl Config {
                 "nodes.silence_timeout: must be more than 0".into(),
             ));
         }
+        let p = &self.positioning;
+        if !(p.max_speed_mps.is_finite() && p.max_speed_mps > 0.0) {
+            return Err(ConfigError(
+                "positioning.max_speed_mps: must be a positive number".into(),
+            ));
+        }
+        if p.window < Duration::from_millis(100) {
+            return Err(ConfigError(
+                "positioning.window: must be at least 100ms".into(),
+            ));
+        }
+        if p.queue_capacity == 0 {
+            return Err(ConfigError(
+                "positioning.queue_capacity: must be at least 1".into(),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError(format!("log.level: {e}")))?;
         Ok(())
@@ -334,6 +374,16 @@ seed = 1
 # Building file (format: deploy/examples/building.toml) whose receivers and rooms are used
 # to locate tracked devices live. Empty: no live positions (with --demo: the demo building).
 building = ""
+# Smooth each device's track (Kalman filter) and clamp it to a walking speed (m/s).
+kalman = true
+max_speed_mps = 2.0
+# RSSI window per device and receiver (outliers rejected, the rest averaged).
+window = "10s"
+# Stored position history: at most one row per device per interval, plus every room change.
+store_interval = "1s"
+# Sightings buffered for the positioning task; when it falls behind, the oldest are
+# dropped and counted (positioning_dropped in /api/ingest/stats).
+queue_capacity = 100000
 "#;
 
 #[cfg(test)]

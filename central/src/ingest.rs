@@ -47,6 +47,11 @@ pub struct IngestStats {
     pub dead_letters: AtomicU64,
     pub transactions: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Sightings the live positioning task skipped because it fell behind (oldest first).
+    pub positioning_dropped: AtomicU64,
+    /// Position rows stored, and failed position writes.
+    pub positions_stored: AtomicU64,
+    pub position_write_errors: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -60,6 +65,9 @@ pub struct IngestStatsSnapshot {
     pub dead_letters: u64,
     pub transactions: u64,
     pub write_errors: u64,
+    pub positioning_dropped: u64,
+    pub positions_stored: u64,
+    pub position_write_errors: u64,
 }
 
 impl IngestStats {
@@ -87,6 +95,9 @@ impl IngestStats {
             dead_letters: g(&self.dead_letters),
             transactions: g(&self.transactions),
             write_errors: g(&self.write_errors),
+            positioning_dropped: g(&self.positioning_dropped),
+            positions_stored: g(&self.positions_stored),
+            position_write_errors: g(&self.position_write_errors),
         }
     }
 }

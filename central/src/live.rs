@@ -1,15 +1,32 @@
-//! Live positions: every committed BLE sighting feeds its device's RSSI window (per
-//! receiver node); the device is then located by multilateration against the building's
-//! receivers and mapped to a room. The core (`LiveState`) is pure: time comes from the
-//! readings; `LivePositions` only adds a lock.
+//! Live positions, off the ingest writer's hot path.
+//!
+//! The writer's commit hook only turns a committed group into [`LiveInput`]s (BLE sightings
+//! by receiver, door transitions) and pushes them into a bounded [`LiveQueue`]; it never
+//! blocks. The positioning task ([`run`]) drains the queue, runs the pure [`LiveState`]
+//! (per device: RSSI window → estimator (multilateration by default) → optional Kalman
+//! smoothing → room probabilities → hysteresis tracker gated by door transitions),
+//! publishes every new estimate on the bus and stores a throttled history in batches.
+//! If the task falls behind, the queue drops its oldest sightings and counts them
+//! (positions are derived data; the readings themselves are stored).
+//!
+//! Time always comes from the readings, so the same core runs the simulator evaluation
+//! (`roomsense-central eval --method live`) and live ingest.
 
-use crate::positioning::{multilaterate, Anchor, MultilatConfig, RssiWindow, WindowConfig};
-use crate::storage::{Received, WriteItem};
+use crate::bus::{EventBus, LiveEvent};
+use crate::ingest::IngestStats;
+use crate::positioning::{
+    multilaterate, Anchor, DoorEvent, Estimate, HysteresisConfig, KalmanConfig, KalmanTrack,
+    MultilatConfig, Room, RoomTracker, RssiWindow, WindowConfig,
+};
+use crate::storage::positions::PositionRecord;
+use crate::storage::{Received, Store, WriteItem};
 use roomsense_common::protocol::Message;
 use roomsense_common::sim::Building;
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 /// Latest estimate of one device.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -18,37 +35,85 @@ pub struct Position {
     pub x: f64,
     pub y: f64,
     pub floor: i32,
+    /// Building name (from the building file).
+    pub building: String,
+    /// Current room after hysteresis; none before the first estimate placed the device.
     pub room: Option<String>,
+    /// Probability of `room` for this estimate alone (before hysteresis).
+    pub room_probability: f32,
+    /// 0..1: the estimator's trust in its position.
     pub confidence: f32,
+    /// Radius (m) within which the true position probably lies.
     pub error_radius_m: f32,
+    /// Estimator, `+kalman` when smoothed: `multilateration+kalman`, `nearest-receiver`, …
     pub method: String,
     /// Receivers heard in the window.
     pub receivers: usize,
     pub at_ms: i64,
 }
 
-/// Pure state: windows and latest estimates of every tracked device.
-pub struct LiveState {
-    anchors: Vec<Anchor>,
-    building: Building,
-    window: WindowConfig,
-    multilat: MultilatConfig,
-    windows: HashMap<String, RssiWindow>,
-    latest: HashMap<String, Position>,
-    /// Newest reading time seen, and when state was last pruned (reading time).
-    newest_ms: i64,
-    pruned_ms: i64,
+/// What the positioning task consumes, in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveInput {
+    /// `receiver` heard `device` at `rssi` dBm.
+    Sighting {
+        receiver: String,
+        device: String,
+        rssi: f32,
+        at_ms: i64,
+    },
+    /// A door contact changed state.
+    Door { door: String, at_ms: i64 },
 }
 
-/// A device not heard for this long is forgotten (its window and latest position), so
-/// memory stays bounded however many devices pass by in a year.
-pub const FORGET_AFTER_MS: i64 = 60 * 60 * 1000;
-const PRUNE_EVERY_MS: i64 = 60 * 1000;
+impl LiveInput {
+    pub fn at_ms(&self) -> i64 {
+        match self {
+            LiveInput::Sighting { at_ms, .. } | LiveInput::Door { at_ms, .. } => *at_ms,
+        }
+    }
+}
 
-impl LiveState {
-    /// Anchors are the building's receivers with their path-loss parameters.
-    pub fn new(building: Building) -> Self {
-        let anchors = building
+/// The inputs of a committed ingest group (pure; called on the writer's path, so cheap).
+pub fn inputs_of_commit(items: &[WriteItem]) -> Vec<LiveInput> {
+    let mut out = Vec::new();
+    for item in items {
+        let WriteItem::Message(Received { msg, .. }) = item else {
+            continue;
+        };
+        match msg {
+            Message::Ble(b) => out.extend(b.items.iter().map(|s| LiveInput::Sighting {
+                receiver: b.node.as_str().to_string(),
+                device: s.id.as_str().to_string(),
+                rssi: s.rssi,
+                at_ms: s.last_at.timestamp_millis(),
+            })),
+            Message::Door(b) => out.extend(b.items.iter().map(|t| LiveInput::Door {
+                door: t.door.as_str().to_string(),
+                at_ms: t.at.timestamp_millis(),
+            })),
+            Message::Status(_) | Message::Wifi(_) => {}
+        }
+    }
+    out
+}
+
+/// Locates one device from its smoothed scan. The seam where a trained model (e.g. a
+/// fingerprint radio map of the building) replaces multilateration.
+pub trait LiveEstimator: Send + Sync {
+    /// `scan`: `(receiver id, smoothed dBm)`, strongest first.
+    fn estimate(&self, scan: &[(&str, f32)]) -> Option<Estimate>;
+}
+
+/// Multilateration against the building's receivers with their path-loss parameters.
+pub struct MultilatEstimator {
+    pub anchors: Vec<Anchor>,
+    pub config: MultilatConfig,
+}
+
+impl MultilatEstimator {
+    pub fn for_building(b: &Building) -> Self {
+        let anchors = b
             .receivers
             .iter()
             .map(|r| {
@@ -58,55 +123,327 @@ impl LiveState {
                 a
             })
             .collect();
+        let mut config = MultilatConfig::default();
+        if let Some(f) = b.floors.first() {
+            config.floor_height_m = f.height;
+        }
+        Self { anchors, config }
+    }
+}
+
+impl LiveEstimator for MultilatEstimator {
+    fn estimate(&self, scan: &[(&str, f32)]) -> Option<Estimate> {
+        multilaterate(&self.anchors, scan, &self.config)
+    }
+}
+
+/// Parameters of the live pipeline (`[positioning]` in the config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveConfig {
+    pub window: WindowConfig,
+    pub hysteresis: HysteresisConfig,
+    /// Kalman smoothing of each track; none = raw estimates.
+    pub kalman: Option<KalmanConfig>,
+    /// At most one stored row per device per this long (plus one at every room change).
+    pub store_interval_ms: i64,
+    /// A device is re-estimated at most this often while its sightings stream in.
+    pub update_interval_ms: i64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
         Self {
-            anchors,
-            building,
             window: WindowConfig::default(),
-            multilat: MultilatConfig::default(),
-            windows: HashMap::new(),
+            hysteresis: HysteresisConfig::default(),
+            kalman: Some(KalmanConfig::default()),
+            store_interval_ms: 1_000,
+            update_interval_ms: 1_000,
+        }
+    }
+}
+
+impl LiveConfig {
+    pub fn from_config(c: &crate::config::PositioningConfig) -> Self {
+        let mut l = Self::default();
+        l.window.window_ms = c.window.as_millis() as i64;
+        l.kalman = c.kalman.then(|| KalmanConfig {
+            max_speed_mps: c.max_speed_mps,
+            ..KalmanConfig::default()
+        });
+        l.store_interval_ms = c.store_interval.as_millis() as i64;
+        l
+    }
+}
+
+/// What one device carries between estimates.
+struct Track {
+    window: RssiWindow,
+    room: RoomTracker,
+    kalman: Option<KalmanTrack>,
+    /// Newest sighting not yet turned into an estimate.
+    pending_ms: Option<i64>,
+    /// Time of the last estimate, and of the track's first sighting.
+    located_ms: Option<i64>,
+    started_ms: i64,
+    /// Last stored row: time and room.
+    stored: Option<(i64, Option<String>)>,
+    /// Door events fed to the room tracker so far (sequence number).
+    doors_seen: u64,
+}
+
+/// What a batch of inputs produced.
+#[derive(Debug, Default)]
+pub struct LiveOutput {
+    /// Every new estimate, in time order per device.
+    pub positions: Vec<Position>,
+    /// The rows to store (throttled to `store_interval_ms`, plus room changes).
+    pub rows: Vec<PositionRecord>,
+}
+
+/// Pure state of the live pipeline: windows, trackers and latest estimates of every device.
+pub struct LiveState {
+    config: LiveConfig,
+    building: String,
+    rooms: Vec<Room>,
+    estimator: Arc<dyn LiveEstimator>,
+    tracks: HashMap<String, Track>,
+    latest: HashMap<String, Position>,
+    /// Recent door transitions with their sequence number.
+    doors: VecDeque<(u64, DoorEvent)>,
+    door_seq: u64,
+    /// Newest input time seen, and when state was last pruned (input time).
+    newest_ms: i64,
+    pruned_ms: i64,
+}
+
+/// A device not heard for this long is forgotten (its window and latest position), so
+/// memory stays bounded however many devices pass by in a year.
+pub const FORGET_AFTER_MS: i64 = 60 * 60 * 1000;
+const PRUNE_EVERY_MS: i64 = 60 * 1000;
+
+/// The building's rooms with the ids of their doors, for the room tracker.
+pub fn rooms_of(b: &Building) -> Vec<Room> {
+    b.rooms
+        .iter()
+        .map(|r| Room {
+            id: r.id.clone(),
+            floor: r.floor,
+            polygon: r.polygon.iter().map(|p| (p[0], p[1])).collect(),
+            doors: b
+                .doors
+                .iter()
+                .filter(|d| d.rooms.iter().any(|x| x == &r.id))
+                .map(|d| d.id.as_str().to_string())
+                .collect(),
+        })
+        .collect()
+}
+
+impl LiveState {
+    /// Multilateration against the building's receivers.
+    pub fn new(building: &Building, config: LiveConfig) -> Self {
+        Self::with_estimator(
+            building,
+            config,
+            Arc::new(MultilatEstimator::for_building(building)),
+        )
+    }
+
+    pub fn with_estimator(
+        building: &Building,
+        config: LiveConfig,
+        estimator: Arc<dyn LiveEstimator>,
+    ) -> Self {
+        Self {
+            config,
+            building: building.name.clone(),
+            rooms: rooms_of(building),
+            estimator,
+            tracks: HashMap::new(),
             latest: HashMap::new(),
+            doors: VecDeque::new(),
+            door_seq: 0,
             newest_ms: i64::MIN,
             pruned_ms: i64::MIN,
         }
     }
 
-    /// Feeds one receiver's sighting of a device.
-    pub fn observe(&mut self, receiver: &str, device: &str, rssi: f32, at_ms: i64) {
-        let cfg = self.window.clone();
-        self.windows
-            .entry(device.to_string())
-            .or_insert_with(|| RssiWindow::new(cfg))
-            .insert(receiver, at_ms, rssi);
+    /// Replaces the estimator (e.g. by a newly trained model); tracks are kept.
+    pub fn set_estimator(&mut self, estimator: Arc<dyn LiveEstimator>) {
+        self.estimator = estimator;
     }
 
-    /// Re-estimates `device` as of `now_ms`.
-    pub fn locate(&mut self, device: &str, now_ms: i64) -> Option<&Position> {
-        let w = self.windows.get_mut(device)?;
-        w.expire(now_ms);
-        let snap = w.snapshot(now_ms);
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
+    }
+
+    fn track(&mut self, device: &str, at_ms: i64) -> &mut Track {
+        if !self.tracks.contains_key(device) {
+            let c = &self.config;
+            let t = Track {
+                window: RssiWindow::new(c.window.clone()),
+                room: RoomTracker::new(c.hysteresis.clone()),
+                kalman: c.kalman.clone().map(KalmanTrack::new),
+                pending_ms: None,
+                located_ms: None,
+                started_ms: at_ms,
+                stored: None,
+                doors_seen: 0,
+            };
+            self.tracks.insert(device.to_string(), t);
+        }
+        // Just inserted if it was missing.
+        self.tracks
+            .get_mut(device)
+            .unwrap_or_else(|| unreachable!("track inserted above"))
+    }
+
+    /// Feeds a batch of inputs (any order; processed in time order) and returns the new
+    /// estimates and the rows to store. A device is estimated at its newest sighting of the
+    /// batch, and in between whenever its sightings span more than `update_interval_ms`.
+    pub fn apply(&mut self, inputs: &[LiveInput]) -> LiveOutput {
+        let mut order: Vec<&LiveInput> = inputs.iter().collect();
+        order.sort_by_key(|i| i.at_ms());
+        let mut out = LiveOutput::default();
+        let mut dirty: Vec<String> = Vec::new();
+        for input in order {
+            self.newest_ms = self.newest_ms.max(input.at_ms());
+            match input {
+                LiveInput::Door { door, at_ms } => {
+                    self.door_seq += 1;
+                    self.doors.push_back((
+                        self.door_seq,
+                        DoorEvent {
+                            door: door.clone(),
+                            at_ms: *at_ms,
+                        },
+                    ));
+                    let keep = self.newest_ms - 4 * self.config.hysteresis.door_window_ms;
+                    while self.doors.front().is_some_and(|d| d.1.at_ms < keep) {
+                        self.doors.pop_front();
+                    }
+                }
+                LiveInput::Sighting {
+                    receiver,
+                    device,
+                    rssi,
+                    at_ms,
+                } => {
+                    let every = self.config.update_interval_ms;
+                    let due = self.tracks.get(device.as_str()).and_then(|t| {
+                        let since = t.located_ms.unwrap_or(t.started_ms);
+                        t.pending_ms.filter(|&p| *at_ms > p && p - since >= every)
+                    });
+                    if let Some(p) = due {
+                        // Sightings moved on past the update interval: estimate where the
+                        // device was before taking the new one.
+                        self.locate(device, p, &mut out);
+                    }
+                    let t = self.track(device, *at_ms);
+                    t.window.insert(receiver, *at_ms, *rssi);
+                    if t.pending_ms.is_none() {
+                        dirty.push(device.clone());
+                    }
+                    t.pending_ms = Some(t.pending_ms.map_or(*at_ms, |p| p.max(*at_ms)));
+                }
+            }
+        }
+        for device in dirty {
+            if let Some(at) = self.tracks.get(&device).and_then(|t| t.pending_ms) {
+                self.locate(&device, at, &mut out);
+            }
+        }
+        if self.newest_ms.saturating_sub(self.pruned_ms) >= PRUNE_EVERY_MS {
+            self.prune(self.newest_ms);
+        }
+        out
+    }
+
+    /// Estimates `device` as of `now_ms` from its window; adds the estimate (and a row when
+    /// due) to `out`.
+    fn locate(&mut self, device: &str, now_ms: i64, out: &mut LiveOutput) {
+        let estimator = self.estimator.clone();
+        let rooms = std::mem::take(&mut self.rooms);
+        let doors = std::mem::take(&mut self.doors);
+        let store_every = self.config.store_interval_ms;
+        let building = self.building.clone();
+        let t = self.track(device, now_ms);
+        t.pending_ms = None;
+        t.window.expire(now_ms);
+        let snap = t.window.snapshot(now_ms);
         let scan: Vec<(&str, f32)> = snap.iter().map(|(id, r, _)| (id.as_str(), *r)).collect();
-        let est = multilaterate(&self.anchors, &scan, &self.multilat)?;
-        let room = self
-            .building
-            .room_at(est.floor, est.x, est.y)
-            .or_else(|| nearest_room(&self.building, est.floor, est.x, est.y))
-            .map(|r| r.id.clone());
-        self.latest.insert(
-            device.to_string(),
-            Position {
+        let est = estimator.estimate(&scan);
+        let position = est.map(|est| {
+            t.located_ms = Some(now_ms);
+            let (x, y, radius, method) = match &mut t.kalman {
+                Some(k) => {
+                    let (x, y, std) = k.update(now_ms, est.x, est.y, est.error_radius_m, est.floor);
+                    // The filter's 1-sigma per axis → a radius holding most of the mass,
+                    // never wider than the raw estimate's.
+                    let r = ((2.0 * std) as f32).min(est.error_radius_m).max(0.1);
+                    (x, y, r, format!("{}+kalman", est.method))
+                }
+                None => (est.x, est.y, est.error_radius_m, est.method.clone()),
+            };
+            let probs = crate::positioning::room_probabilities(&rooms, x, y, est.floor, radius);
+            for (seq, d) in doors.iter() {
+                if *seq > t.doors_seen {
+                    t.room.door_event(d.clone());
+                    t.doors_seen = *seq;
+                }
+            }
+            let room = t.room.update(now_ms, &probs, &rooms).map(str::to_string);
+            let room_probability = room
+                .as_ref()
+                .and_then(|r| probs.iter().find(|p| &p.0 == r))
+                .map_or(0.0, |p| p.1);
+            let p = Position {
                 device: device.to_string(),
-                x: est.x,
-                y: est.y,
+                x,
+                y,
                 floor: est.floor,
+                building,
                 room,
+                room_probability,
                 confidence: est.confidence,
-                error_radius_m: est.error_radius_m,
-                method: est.method,
+                error_radius_m: radius,
+                method,
                 receivers: scan.len(),
                 at_ms: now_ms,
-            },
-        );
-        self.latest.get(device)
+            };
+            let due = match &t.stored {
+                None => Some(true),
+                Some((_, room)) if room != &p.room => Some(true),
+                Some((at, _)) if now_ms - at >= store_every => Some(false),
+                _ => None,
+            };
+            if let Some(changed) = due {
+                t.stored = Some((now_ms, p.room.clone()));
+                out.rows.push(PositionRecord {
+                    id: 0,
+                    device: p.device.clone(),
+                    at_ms: p.at_ms,
+                    x: p.x,
+                    y: p.y,
+                    floor: p.floor,
+                    building: p.building.clone(),
+                    room: p.room.clone(),
+                    room_changed: changed,
+                    confidence: f64::from(p.confidence),
+                    error_radius_m: f64::from(p.error_radius_m),
+                    method: p.method.clone(),
+                    receivers: p.receivers as i32,
+                    stored_at_ms: 0,
+                });
+            }
+            p
+        });
+        self.rooms = rooms;
+        self.doors = doors;
+        if let Some(p) = position {
+            self.latest.insert(device.to_string(), p.clone());
+            out.positions.push(p);
+        }
     }
 
     pub fn position(&self, device: &str) -> Option<&Position> {
@@ -120,88 +457,42 @@ impl LiveState {
         v
     }
 
-    /// Feeds every BLE sighting of a committed group and re-estimates the devices seen.
-    pub fn ingest(&mut self, items: &[WriteItem]) {
-        let mut seen: HashMap<String, i64> = HashMap::new();
-        for item in items {
-            if let WriteItem::Message(Received {
-                msg: Message::Ble(b),
-                ..
-            }) = item
-            {
-                for s in &b.items {
-                    let at = s.last_at.timestamp_millis();
-                    self.observe(b.node.as_str(), s.id.as_str(), s.rssi, at);
-                    let t = seen.entry(s.id.to_string()).or_insert(at);
-                    *t = (*t).max(at);
-                }
-            }
-        }
-        let devices: BTreeSet<(String, i64)> = seen.into_iter().collect();
-        for (device, at) in devices {
-            self.newest_ms = self.newest_ms.max(at);
-            self.locate(&device, at);
-        }
-        if self.newest_ms.saturating_sub(self.pruned_ms) >= PRUNE_EVERY_MS {
-            self.prune(self.newest_ms);
-        }
-    }
-
     /// Drops expired readings, and devices not heard for `FORGET_AFTER_MS`.
     pub fn prune(&mut self, now_ms: i64) {
         self.pruned_ms = now_ms;
-        self.windows.retain(|_, w| {
-            w.expire(now_ms);
-            !w.is_empty()
-        });
         let cutoff = now_ms.saturating_sub(FORGET_AFTER_MS);
+        self.tracks.retain(|_, t| {
+            t.window.expire(now_ms);
+            !t.window.is_empty() || t.located_ms.is_some_and(|l| l >= cutoff)
+        });
         self.latest.retain(|_, p| p.at_ms >= cutoff);
     }
 
     /// Devices with state (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.windows.len().max(self.latest.len())
+        self.tracks.len().max(self.latest.len())
     }
 }
 
-/// The room of `floor` whose outline is closest to (x, y): an estimate a little outside
-/// every polygon (a wall, a gap between rooms) still belongs to the nearest room.
-fn nearest_room(b: &Building, floor: i32, x: f64, y: f64) -> Option<&roomsense_common::sim::Room> {
-    let seg_dist = |a: [f64; 2], c: [f64; 2]| {
-        let (dx, dy) = (c[0] - a[0], c[1] - a[1]);
-        let len2 = dx * dx + dy * dy;
-        let t = if len2 > 0.0 {
-            (((x - a[0]) * dx + (y - a[1]) * dy) / len2).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        ((a[0] + t * dx - x).powi(2) + (a[1] + t * dy - y).powi(2)).sqrt()
-    };
-    b.rooms
-        .iter()
-        .filter(|r| r.floor == floor && !r.polygon.is_empty())
-        .map(|r| {
-            let n = r.polygon.len();
-            let d = (0..n)
-                .map(|i| seg_dist(r.polygon[i], r.polygon[(i + 1) % n]))
-                .fold(f64::INFINITY, f64::min);
-            (d, r)
-        })
-        .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, r)| r)
-}
-
-/// `LiveState` behind a lock, shared by the writer and the API.
+/// `LiveState` behind a lock, shared by the positioning task and the API.
 pub struct LivePositions(Mutex<LiveState>);
 
 impl LivePositions {
-    pub fn new(building: Building) -> Self {
-        Self(Mutex::new(LiveState::new(building)))
+    pub fn new(building: &Building, config: LiveConfig) -> Self {
+        Self(Mutex::new(LiveState::new(building, config)))
     }
 
-    pub fn ingest(&self, items: &[WriteItem]) {
+    pub fn apply(&self, inputs: &[LiveInput]) -> LiveOutput {
+        match self.0.lock() {
+            Ok(mut s) => s.apply(inputs),
+            Err(_) => LiveOutput::default(),
+        }
+    }
+
+    /// Replaces the estimator (the seam for trained models).
+    pub fn set_estimator(&self, estimator: Arc<dyn LiveEstimator>) {
         if let Ok(mut s) = self.0.lock() {
-            s.ingest(items);
+            s.set_estimator(estimator);
         }
     }
 
@@ -214,58 +505,283 @@ impl LivePositions {
     }
 }
 
+/// Bounded hand-off from the ingest writer to the positioning task. Pushing never blocks:
+/// when full, the oldest inputs are dropped and counted.
+pub struct LiveQueue {
+    inner: Mutex<VecDeque<LiveInput>>,
+    capacity: usize,
+    notify: tokio::sync::Notify,
+}
+
+impl LiveQueue {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Appends `inputs`; returns how many old inputs were dropped to make room.
+    pub fn push(&self, inputs: Vec<LiveInput>) -> u64 {
+        if inputs.is_empty() {
+            return 0;
+        }
+        let mut dropped = 0;
+        if let Ok(mut q) = self.inner.lock() {
+            q.extend(inputs);
+            while q.len() > self.capacity {
+                q.pop_front();
+                dropped += 1;
+            }
+        }
+        self.notify.notify_one();
+        dropped
+    }
+
+    /// Takes everything queued.
+    pub fn drain(&self) -> Vec<LiveInput> {
+        self.inner
+            .lock()
+            .map(|mut q| q.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    async fn wait(&self) {
+        self.notify.notified().await
+    }
+}
+
+/// The commit hook's part: queue the group's inputs, count drops.
+pub fn enqueue_commit(queue: &LiveQueue, stats: &IngestStats, items: &[WriteItem]) {
+    let dropped = queue.push(inputs_of_commit(items));
+    if dropped > 0 {
+        stats
+            .positioning_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+    }
+}
+
+/// Position rows kept for a retry while the database refuses them; beyond, oldest dropped.
+const MAX_PENDING_ROWS: usize = 100_000;
+
+/// The positioning task: drain the queue, estimate (on a blocking thread: CPU work), publish
+/// every estimate, store the rows in one batch. Stops after a last drain when `stop` fires.
+pub async fn run(
+    live: Arc<LivePositions>,
+    queue: Arc<LiveQueue>,
+    store: Arc<dyn Store>,
+    bus: EventBus,
+    stats: Arc<IngestStats>,
+    stop: CancellationToken,
+) {
+    let mut pending: Vec<PositionRecord> = Vec::new();
+    let mut log_limit = crate::ingest::RateLimit::new(std::time::Duration::from_secs(10));
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = queue.wait() => false,
+        };
+        let inputs = queue.drain();
+        if !inputs.is_empty() {
+            let l = live.clone();
+            let out = match tokio::task::spawn_blocking(move || l.apply(&inputs)).await {
+                Ok(out) => out,
+                Err(e) => {
+                    tracing::error!(error = %e, "positioning batch failed");
+                    LiveOutput::default()
+                }
+            };
+            for p in out.positions {
+                bus.publish(LiveEvent::Position(p));
+            }
+            pending.extend(out.rows);
+        }
+        if !pending.is_empty() {
+            match store.insert_positions(&pending).await {
+                Ok(ids) => {
+                    stats
+                        .positions_stored
+                        .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                    pending.clear();
+                }
+                Err(e) => {
+                    stats.position_write_errors.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held) = log_limit.allow(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, rows = pending.len(), held_back = held, "storing positions failed; retrying with the next batch");
+                    }
+                    if pending.len() > MAX_PENDING_ROWS {
+                        let excess = pending.len() - MAX_PENDING_ROWS;
+                        pending.drain(..excess);
+                    }
+                    if !stopping {
+                        // Do not spin on a database that is down.
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        }
+                        queue.notify.notify_one();
+                    }
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use roomsense_common::sim::{SimEvent, SimOptions, Simulator};
 
+    fn start() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    fn to_inputs(events: Vec<SimEvent>) -> Vec<LiveInput> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                SimEvent::Ble {
+                    receiver,
+                    device,
+                    rssi,
+                    at,
+                    ..
+                } => Some(LiveInput::Sighting {
+                    receiver: receiver.as_str().to_string(),
+                    device,
+                    rssi,
+                    at_ms: at.timestamp_millis(),
+                }),
+                SimEvent::Door { door, at, .. } => Some(LiveInput::Door {
+                    door: door.as_str().to_string(),
+                    at_ms: at.timestamp_millis(),
+                }),
+                SimEvent::Wifi { .. } => None,
+            })
+            .collect()
+    }
+
     /// Noise-free simulated devices are located near their true position, in the right room.
     #[test]
     fn locates_simulated_devices_near_the_truth() {
         let b = Building::example();
-        let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
         let opts = SimOptions {
-            start,
+            start: start(),
             devices: 6,
             noise_scale: 0.0,
             stationary_fraction: 1.0,
             ..SimOptions::default()
         };
         let mut sim = Simulator::new(b.clone(), 7, opts).unwrap();
-        let mut live = LiveState::new(b);
-        let now = start + chrono::Duration::seconds(5);
-        for e in sim.step(now) {
-            if let SimEvent::Ble {
-                receiver,
-                device,
-                rssi,
-                at,
-                ..
-            } = e
-            {
-                live.observe(receiver.as_str(), &device, rssi, at.timestamp_millis());
-            }
-        }
-        let mut located = 0;
+        let mut live = LiveState::new(&b, LiveConfig::default());
+        let now = start() + chrono::Duration::seconds(5);
+        let out = live.apply(&to_inputs(sim.step(now)));
         let truth = sim.truth();
+        assert!(truth.len() >= 6);
         for t in &truth {
-            let Some(p) = live.locate(&t.device, now.timestamp_millis()).cloned() else {
-                continue;
-            };
-            located += 1;
+            let p = live.position(&t.device).unwrap();
             let err = ((p.x - t.x).powi(2) + (p.y - t.y).powi(2)).sqrt();
-            // The simulator adds a per-floor penalty the multilateration model does not know.
+            // The floor penalty of other floors' receivers is not in the model: decimetres.
             assert!(err < 2.5, "{}: error {err:.2} m", t.device);
             assert_eq!(p.floor, t.floor);
             assert_eq!(p.room, t.room, "{}", t.device);
+            assert_eq!(p.method, "multilateration+kalman");
         }
-        assert!(truth.len() >= 6);
-        assert_eq!(located, truth.len());
+        // One estimate per device per second of data; first rows are room changes.
+        assert!(out.positions.len() >= truth.len());
+        let first: Vec<_> = out.rows.iter().filter(|r| r.room_changed).collect();
+        assert_eq!(first.len(), truth.len());
 
         // devices not heard for an hour are forgotten
         live.prune(now.timestamp_millis() + FORGET_AFTER_MS + 1);
         assert_eq!(live.tracked(), 0);
+    }
+
+    #[test]
+    fn stores_at_most_once_per_interval_and_on_room_change() {
+        let b = Building::example();
+        let mut live = LiveState::new(&b, LiveConfig::default());
+        // A device heard by four ground-floor receivers every 250 ms for 10 s.
+        let mut inputs = Vec::new();
+        for k in 0..40 {
+            for (r, rssi) in [
+                ("pi-lobby", -70.0),
+                ("pi-corridor-0", -75.0),
+                ("pi-meeting", -72.0),
+                ("pi-server", -78.0),
+            ] {
+                inputs.push(LiveInput::Sighting {
+                    receiver: r.into(),
+                    device: "tag-1".into(),
+                    rssi,
+                    at_ms: k * 250,
+                });
+            }
+        }
+        let out = live.apply(&inputs);
+        assert!(out.positions.len() >= 9, "{}", out.positions.len());
+        let at: Vec<i64> = out.rows.iter().map(|r| r.at_ms).collect();
+        assert!(at.windows(2).all(|w| w[1] - w[0] >= 1_000), "{at:?}");
+        assert!(out.rows.len() >= 9);
+        assert!(out.rows[0].room_changed && out.rows[1..].iter().all(|r| !r.room_changed));
+    }
+
+    #[test]
+    fn empty_and_unknown_inputs_do_not_panic() {
+        let b = Building::example();
+        let mut live = LiveState::new(&b, LiveConfig::default());
+        assert!(live.apply(&[]).positions.is_empty());
+        let out = live.apply(&[
+            LiveInput::Sighting {
+                receiver: "nobody".into(),
+                device: "d".into(),
+                rssi: -60.0,
+                at_ms: 0,
+            },
+            LiveInput::Door {
+                door: "entrance".into(),
+                at_ms: 0,
+            },
+        ]);
+        assert!(out.positions.is_empty() && out.rows.is_empty());
+        // One receiver: placed near it, honestly vague.
+        let out = live.apply(&[LiveInput::Sighting {
+            receiver: "pi-kitchen".into(),
+            device: "d".into(),
+            rssi: -70.0,
+            at_ms: 10,
+        }]);
+        assert_eq!(out.positions.len(), 1);
+        assert!(out.positions[0].error_radius_m > 2.0);
+    }
+
+    #[test]
+    fn queue_drops_oldest_when_full() {
+        let q = LiveQueue::new(3);
+        let door = |at_ms| LiveInput::Door {
+            door: "d".into(),
+            at_ms,
+        };
+        assert_eq!(q.push(vec![door(1), door(2)]), 0);
+        assert_eq!(q.push(vec![door(3), door(4)]), 1);
+        assert_eq!(
+            q.drain().iter().map(LiveInput::at_ms).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        assert!(q.is_empty());
     }
 }

@@ -458,6 +458,44 @@ async fn demo_building_produces_live_positions_in_rooms() -> anyhow::Result<()> 
         (code, err["error"]["code"].as_str()),
         (404, Some("device_not_located"))
     );
+    // Every estimate goes on the bus.
+    let mut rx = c.app.bus().subscribe();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(roomsense_central::bus::LiveEvent::Position(p)) = rx.recv().await {
+                break p;
+            }
+        }
+    })
+    .await?;
+    // The stored history of that device: time-ordered rows, paged by cursor.
+    let rows = c
+        .wait_items(&format!("/api/positions?device={device}&limit=2"), 2)
+        .await?;
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["device"] == device.as_str()));
+    assert!(rows[0]["at"].as_str() <= rows[1]["at"].as_str());
+    assert_eq!(rows[0]["room_changed"], true);
+    let (_, page) = c
+        .get(&format!("/api/positions?device={device}&limit=1"))
+        .await?;
+    let cursor = page["next_cursor"].as_str().unwrap_or_default().to_string();
+    let (_, next) = c
+        .get(&format!(
+            "/api/positions?device={device}&limit=1&cursor={cursor}"
+        ))
+        .await?;
+    assert_eq!(next["items"][0]["id"], rows[1]["id"]);
+    let (code, err) = c.get("/api/positions?room=no%20such").await?;
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (400, Some("bad_room_id"))
+    );
+    let (code, err) = c.get("/api/positions?device=x&limit=0").await?;
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (400, Some("bad_limit"))
+    );
     Ok(())
 }
 

@@ -49,7 +49,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(nodes::router().into())
         .merge(history::router().into())
         .merge(ops::router().into())
-        .merge(positions::router().into())
+        .merge(positions::router())
         .merge(events::router().into())
 }
 
