@@ -105,7 +105,7 @@ impl Application {
         let writer_stop = CancellationToken::new();
         let background = CancellationToken::new();
 
-        let live = if !config.positioning.building.is_empty() {
+        let building = if !config.positioning.building.is_empty() {
             Some(crate::demo::load_building(
                 "positioning.building",
                 &config.positioning.building,
@@ -117,8 +117,11 @@ impl Application {
             )?)
         } else {
             None
+        };
+        if let Some(b) = &building {
+            import_building(store.as_ref(), b).await?;
         }
-        .map(|b| {
+        let live = building.map(|b| {
             Arc::new(crate::live::LivePositions::new(
                 &b,
                 crate::live::LiveConfig::from_config(&config.positioning),
@@ -285,6 +288,27 @@ impl Application {
         tracing::info!("roomsense-central stopped");
         Ok(())
     }
+}
+
+/// Puts the building file's building, floors, rooms, doors, receivers, people, devices
+/// (and, for a new building, its restricted-room rules) into the database where absent, so
+/// admins see and edit them over REST. Idempotent; admin edits are kept.
+async fn import_building(
+    store: &dyn Store,
+    b: &roomsense_common::sim::Building,
+) -> anyhow::Result<()> {
+    let id = crate::model::slug(&b.name);
+    let plan = crate::model::ImportPlan::from_building(b, &id, "UTC");
+    let out = store
+        .import_model(&plan)
+        .await
+        .map_err(|e| anyhow::anyhow!("importing building {id:?} into the database: {e}"))?;
+    if out.applied {
+        tracing::info!(building = %id, ?out, "building file imported into the database");
+    } else {
+        tracing::debug!(building = %id, "building file unchanged since its last import");
+    }
+    Ok(())
 }
 
 /// Marks nodes offline that sent nothing for `timeout`.

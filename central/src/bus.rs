@@ -58,6 +58,9 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<LiveEvent>,
+    /// Bumped on every change of the building model (rooms, doors, devices, people,
+    /// rules, …), so consumers such as the access engine reload it.
+    model: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Default for EventBus {
@@ -69,7 +72,11 @@ impl Default for EventBus {
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Self { tx }
+        let (model, _) = tokio::sync::watch::channel(0);
+        Self {
+            tx,
+            model: std::sync::Arc::new(model),
+        }
     }
 
     /// Sends to every current subscriber; a no-op when nobody listens.
@@ -79,6 +86,16 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.tx.subscribe()
+    }
+
+    /// Tells model watchers that the stored building model changed.
+    pub fn model_changed(&self) {
+        self.model.send_modify(|v| *v += 1);
+    }
+
+    /// Changes when the stored building model changes (`changed().await`, then reload).
+    pub fn watch_model(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.model.subscribe()
     }
 }
 

@@ -10,12 +10,18 @@ use roomsense_common::{DeviceId, DoorId, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A field that fails validation, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+/// A field that fails validation, and why. Not `std::error::Error`, so the API cannot
+/// turn it into a 500 by accident (it becomes a 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
     pub field: String,
     pub message: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
 }
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> Invalid {

@@ -8,9 +8,28 @@ use serde_json::json;
 
 #[derive(Debug)]
 pub enum AppError {
-    BadRequest { code: &'static str, message: String },
-    NotFound { code: &'static str, message: String },
-    Unavailable { code: &'static str, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
+    NotFound {
+        code: &'static str,
+        message: String,
+    },
+    /// 409: duplicate id, still referred to, concurrent change.
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
+    /// 422: the request is well formed but names something that does not exist.
+    Unprocessable {
+        code: &'static str,
+        message: String,
+    },
+    Unavailable {
+        code: &'static str,
+        message: String,
+    },
     Internal(anyhow::Error),
 }
 
@@ -41,6 +60,10 @@ impl IntoResponse for AppError {
         let (status, code, message) = match self {
             AppError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message),
             AppError::NotFound { code, message } => (StatusCode::NOT_FOUND, code, message),
+            AppError::Conflict { code, message } => (StatusCode::CONFLICT, code, message),
+            AppError::Unprocessable { code, message } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
             AppError::Unavailable { code, message } => {
                 (StatusCode::SERVICE_UNAVAILABLE, code, message)
             }

@@ -3,6 +3,7 @@
 pub mod error;
 mod events;
 mod history;
+mod model;
 mod nodes;
 mod ops;
 pub mod paging;
@@ -51,6 +52,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(ops::router().into())
         .merge(positions::router())
         .merge(events::router().into())
+        .merge(model::router())
 }
 
 pub fn router(state: AppState) -> Router {

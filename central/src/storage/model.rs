@@ -11,26 +11,49 @@ use crate::model::{
 };
 use async_trait::async_trait;
 
-#[derive(Debug, thiserror::Error)]
+/// Deliberately not `std::error::Error`: so `?` cannot turn it into a 500 by accident; the
+/// API maps each case to its status (`From<ModelError> for AppError`).
+#[derive(Debug)]
 pub enum ModelError {
     /// e.g. "room r1".
-    #[error("{0} does not exist")]
     NotFound(String),
-    #[error("{0} already exists")]
     Exists(String),
     /// `what` ("room r1") is referred to by `by` ("door d1", "access rule 7").
-    #[error("{what} is referred to by {}", by.join(", "))]
-    InUse { what: String, by: Vec<String> },
+    InUse {
+        what: String,
+        by: Vec<String>,
+    },
     /// A field names something that does not exist.
-    #[error("{field}: {message}")]
-    UnknownRef { field: String, message: String },
+    UnknownRef {
+        field: String,
+        message: String,
+    },
     /// A concurrent change broke a reference between the checks and the write.
-    #[error("conflicting concurrent change: {0}")]
     Conflict(String),
-    #[error("stored {0} cannot be read back")]
     Corrupt(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelError::NotFound(w) => write!(f, "{w} does not exist"),
+            ModelError::Exists(w) => write!(f, "{w} already exists"),
+            ModelError::InUse { what, by } => {
+                write!(f, "{what} is referred to by {}", by.join(", "))
+            }
+            ModelError::UnknownRef { field, message } => write!(f, "{field}: {message}"),
+            ModelError::Conflict(m) => write!(f, "conflicting concurrent change: {m}"),
+            ModelError::Corrupt(w) => write!(f, "stored {w} cannot be read back"),
+            ModelError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<StoreError> for ModelError {
+    fn from(e: StoreError) -> Self {
+        ModelError::Store(e)
+    }
 }
 
 impl From<sqlx::Error> for ModelError {
