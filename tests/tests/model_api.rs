@@ -46,6 +46,10 @@ async fn put(c: &TestCentral, path: &str, body: Value) -> Resp {
     send(c, "PUT", path, Some(body)).await
 }
 
+async fn patch(c: &TestCentral, path: &str, body: Value) -> Resp {
+    send(c, "PATCH", path, Some(body)).await
+}
+
 async fn get(c: &TestCentral, path: &str) -> Resp {
     send(c, "GET", path, None).await
 }
@@ -880,4 +884,158 @@ async fn building_file_is_imported_once_and_edits_survive_restart() {
     let restricted = example.rooms.iter().filter(|r| r.restricted).count();
     assert_eq!(r.body["items"].as_array().unwrap().len(), restricted);
     c.app.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_merges_and_validates() {
+    let c = TestCentral::start(CentralOptions::default()).await.unwrap();
+    setup_building(&c).await;
+    ok(&post(&c, "/api/rooms", room("lobby", 0)).await, 201);
+    let r = patch(
+        &c,
+        "/api/rooms/lobby",
+        json!({"capacity": 12, "restricted": true}),
+    )
+    .await;
+    ok(&r, 200);
+    assert_eq!(r.body["capacity"], 12);
+    let r = get(&c, "/api/rooms/lobby").await;
+    assert_eq!(r.body["name"], "lobby");
+    assert_eq!(r.body["restricted"], true);
+    let r = patch(&c, "/api/rooms/lobby", json!({"capacity": null})).await;
+    assert!(r.body["capacity"].is_null());
+    err(
+        &patch(&c, "/api/rooms/lobby", json!({"polygon": [[0, 0], [1, 1]]})).await,
+        400,
+        "invalid",
+        "polygon",
+    );
+    err(
+        &patch(&c, "/api/rooms/lobby", json!({"floor": 9})).await,
+        422,
+        "unknown_reference",
+        "floor",
+    );
+    err(
+        &patch(&c, "/api/rooms/lobby", json!({"colour": "red"})).await,
+        400,
+        "bad_body",
+        "colour",
+    );
+    err(
+        &patch(&c, "/api/rooms/lobby", json!({"id": "other"})).await,
+        400,
+        "id_mismatch",
+        "id",
+    );
+    err(
+        &patch(&c, "/api/rooms/lobby", json!([1])).await,
+        400,
+        "bad_body",
+        "object",
+    );
+    err(
+        &patch(&c, "/api/rooms/nope", json!({})).await,
+        404,
+        "not_found",
+        "room nope",
+    );
+
+    let r = patch(
+        &c,
+        "/api/buildings/hq",
+        json!({"time_zone": "America/New_York"}),
+    )
+    .await;
+    ok(&r, 200);
+    assert_eq!(r.body["name"], "HQ");
+    let r = patch(
+        &c,
+        "/api/buildings/hq/floors/0",
+        json!({"plan": {"url": "/plans/0.svg", "scale_px_per_m": 20}}),
+    )
+    .await;
+    ok(&r, 200);
+    assert_eq!(r.body["plan"]["origin_px"], json!([0.0, 0.0]));
+    err(
+        &patch(&c, "/api/buildings/hq/floors/0", json!({"level": 3})).await,
+        400,
+        "id_mismatch",
+        "level",
+    );
+
+    ok(
+        &post(&c, "/api/people", json!({"id": "ann", "name": "Ann"})).await,
+        201,
+    );
+    ok(
+        &post(
+            &c,
+            "/api/devices",
+            json!({"id": "tag-9", "owner": "ann", "groups": ["g1"]}),
+        )
+        .await,
+        201,
+    );
+    let r = patch(
+        &c,
+        "/api/devices/tag-9",
+        json!({"owner": null, "name": "Spare"}),
+    )
+    .await;
+    ok(&r, 200);
+    assert!(r.body["owner"].is_null());
+    assert_eq!(r.body["groups"], json!(["g1"]));
+    ok(
+        &patch(&c, "/api/people/ann", json!({"groups": ["staff"]})).await,
+        200,
+    );
+    ok(
+        &post(
+            &c,
+            "/api/doors",
+            json!({"id": "front", "rooms": ["lobby"], "node": "pi-1"}),
+        )
+        .await,
+        201,
+    );
+    let r = patch(&c, "/api/doors/front", json!({"gpio_pin": 4})).await;
+    assert_eq!(r.body["gpio_pin"], 4);
+    ok(
+        &post(
+            &c,
+            "/api/receivers",
+            json!({"node": "pi-1", "building": "hq", "floor": 0, "x": 0, "y": 0}),
+        )
+        .await,
+        201,
+    );
+    let r = patch(&c, "/api/receivers/pi-1", json!({"rssi_at_1m": -65})).await;
+    assert_eq!(r.body["rssi_at_1m"], -65.0);
+
+    let r = post(
+        &c,
+        "/api/access-rules",
+        json!({"person": "ann", "room": "lobby", "from": "08:00", "until": "17:00"}),
+    )
+    .await;
+    let id = r.body["id"].as_i64().unwrap();
+    let path = format!("/api/access-rules/{id}");
+    let r = patch(&c, &path, json!({"weekdays": ["sun"], "until": "19:00"})).await;
+    ok(&r, 200);
+    assert_eq!(r.body["from"], "08:00");
+    assert_eq!(r.body["until"], "19:00");
+    assert_eq!(r.body["weekdays"], json!(["sun"]));
+    err(
+        &patch(&c, &path, json!({"until": null})).await,
+        400,
+        "invalid",
+        "until",
+    );
+    err(
+        &patch(&c, &path, json!({"room": "nope"})).await,
+        422,
+        "unknown_reference",
+        "room",
+    );
 }

@@ -1,7 +1,8 @@
 //! The building model over REST, full CRUD with validation:
 //! `/api/buildings` (floors nested: `/api/buildings/{id}/floors/{level}`), `/api/rooms`,
 //! `/api/doors`, `/api/receivers`, `/api/devices`, `/api/people`, `/api/access-rules`.
-//! POST answers 201 with `Location`; PUT replaces; DELETE answers 204, or 409 naming what
+//! POST answers 201 with `Location`; PUT replaces; PATCH applies a JSON merge patch
+//! (RFC 7396) to the stored entity and validates the result like a PUT; DELETE answers 204, or 409 naming what
 //! still refers to the entity. Lists are pages `{items, next_cursor}` ordered by id.
 
 use super::error::{AppError, JsonBody, Query};
@@ -22,21 +23,31 @@ use utoipa_axum::routes;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_buildings, create_building))
-        .routes(routes!(get_building, put_building, delete_building))
+        .routes(routes!(
+            get_building,
+            put_building,
+            patch_building,
+            delete_building
+        ))
         .routes(routes!(list_floors, create_floor))
-        .routes(routes!(get_floor, put_floor, delete_floor))
+        .routes(routes!(get_floor, put_floor, patch_floor, delete_floor))
         .routes(routes!(list_rooms, create_room))
-        .routes(routes!(get_room, put_room, delete_room))
+        .routes(routes!(get_room, put_room, patch_room, delete_room))
         .routes(routes!(list_doors, create_door))
-        .routes(routes!(get_door, put_door, delete_door))
+        .routes(routes!(get_door, put_door, patch_door, delete_door))
         .routes(routes!(list_receivers, create_receiver))
-        .routes(routes!(get_receiver, put_receiver, delete_receiver))
+        .routes(routes!(
+            get_receiver,
+            put_receiver,
+            patch_receiver,
+            delete_receiver
+        ))
         .routes(routes!(list_devices, create_device))
-        .routes(routes!(get_device, put_device, delete_device))
+        .routes(routes!(get_device, put_device, patch_device, delete_device))
         .routes(routes!(list_people, create_person))
-        .routes(routes!(get_person, put_person, delete_person))
+        .routes(routes!(get_person, put_person, patch_person, delete_person))
         .routes(routes!(list_rules, create_rule))
-        .routes(routes!(get_rule, put_rule, delete_rule))
+        .routes(routes!(get_rule, put_rule, patch_rule, delete_rule))
 }
 
 impl From<ModelError> for AppError {
@@ -865,4 +876,227 @@ async fn delete_rule(
     s.store.delete_rule(parse_rule_id(&id)?).await?;
     s.bus.model_changed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------------- PATCH
+
+/// RFC 7396: objects merge key by key, `null` removes a key, anything else replaces.
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+/// `current` with `patch` merged in, parsed back (unknown fields rejected as in PUT).
+fn patched<T: Serialize + serde::de::DeserializeOwned>(
+    current: &T,
+    patch: &serde_json::Value,
+) -> Result<T, AppError> {
+    if !patch.is_object() {
+        return Err(AppError::bad(
+            "bad_body",
+            "a PATCH body is a JSON object (merge patch) of the fields to change",
+        ));
+    }
+    let mut v = serde_json::to_value(current)?;
+    merge_patch(&mut v, patch);
+    serde_json::from_value(v).map_err(|e| AppError::bad("bad_body", e.to_string()))
+}
+
+fn not_found(what: String) -> AppError {
+    ModelError::NotFound(what).into()
+}
+
+#[utoipa::path(patch, path = "/api/buildings/{id}", tag = "model", request_body = serde_json::Value,
+    params(("id" = String, Path, description = "building id")),
+    responses((status = 200, body = Building), (status = 400, description = "invalid"), (status = 404, description = "unknown")))]
+async fn patch_building(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Json<Building>, AppError> {
+    let cur = s.store.building(&id).await?;
+    let cur = cur.ok_or_else(|| not_found(format!("building {id}")))?;
+    let mut b = patched(&cur, &patch)?;
+    same_id(&id, &mut b.id)?;
+    b.validate()?;
+    s.store.update_building(&b).await?;
+    s.bus.model_changed();
+    Ok(Json(b))
+}
+
+#[utoipa::path(patch, path = "/api/buildings/{id}/floors/{level}", tag = "model", request_body = serde_json::Value,
+    params(("id" = String, Path, description = "building id"), ("level" = i32, Path, description = "floor level")),
+    responses((status = 200, body = Floor), (status = 400, description = "invalid"), (status = 404, description = "unknown")))]
+async fn patch_floor(
+    State(s): State<AppState>,
+    Path((id, level)): Path<(String, String)>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Json<Floor>, AppError> {
+    let level = parse_level("level", &level)?;
+    let cur = s.store.floor(&id, level).await?;
+    let cur = cur.ok_or_else(|| not_found(format!("floor {level} of building {id}")))?;
+    let f = patched(&cur, &patch)?;
+    if f.level != Some(level) {
+        return Err(AppError::bad(
+            "id_mismatch",
+            format!(
+                "level: the body says {:?} but the path says {level}",
+                f.level
+            ),
+        ));
+    }
+    f.validate()?;
+    s.store.update_floor(&id, &f).await?;
+    s.bus.model_changed();
+    Ok(Json(f))
+}
+
+#[utoipa::path(patch, path = "/api/rooms/{id}", tag = "model", request_body = serde_json::Value,
+    params(("id" = String, Path, description = "room id")),
+    responses((status = 200, body = Room), (status = 400, description = "invalid"), (status = 404, description = "unknown"),
+        (status = 422, description = "unknown building or floor")))]
+async fn patch_room(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Json<Room>, AppError> {
+    let cur = s.store.room(&id).await?;
+    let cur = cur.ok_or_else(|| not_found(format!("room {id}")))?;
+    let mut r = patched(&cur, &patch)?;
+    same_id(&id, &mut r.id)?;
+    r.validate()?;
+    s.store.update_room(&r).await?;
+    s.bus.model_changed();
+    Ok(Json(r))
+}
+
+#[utoipa::path(patch, path = "/api/doors/{id}", tag = "model", request_body = serde_json::Value,
+    params(("id" = String, Path, description = "door id")),
+    responses((status = 200, body = Door), (status = 400, description = "invalid"), (status = 404, description = "unknown"),
+        (status = 422, description = "unknown room")))]
+async fn patch_door(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Json<Door>, AppError> {
+    let cur = s.store.door(&id).await?;
+    let cur = cur.ok_or_else(|| not_found(format!("door {id}")))?;
+    let mut d = patched(&cur, &patch)?;
+    same_id(&id, &mut d.id)?;
+    d.validate()?;
+    s.store.update_door(&d).await?;
+    s.bus.model_changed();
+    Ok(Json(d))
+}
+
+#[utoipa::path(patch, path = "/api/receivers/{node}", tag = "model", request_body = serde_json::Value,
+    params(("node" = String, Path, description = "edge node id")),
+    responses((status = 200, body = Receiver), (status = 400, description = "invalid"), (status = 404, description = "unknown"),
+        (status = 422, description = "unknown building or floor")))]
+async fn patch_receiver(
+    State(s): State<AppState>,
+    Path(node): Path<String>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Json<Receiver>, AppError> {
+    let cur = s.store.receiver(&node).await?;
+    let cur = cur.ok_or_else(|| not_found(format!("receiver {node}")))?;
+    let mut r = patched(&cur, &patch)?;
+    same_id(&node, &mut r.node)?;
+    r.validate()?;
+    s.store.update_receiver(&r).await?;
+    s.bus.model_changed();
+    Ok(Json(r))
+}
+
+#[utoipa::path(patch, path = "/api/devices/{id}", tag = "model", request_body = serde_json::Value,
+    params(("id" = String, Path, description = "device id")),
+    responses((status = 200, body = Device), (status = 400, description = "invalid"), (status = 404, description = "unknown"),
+        (status = 422, description = "unknown owner")))]
+async fn patch_device(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Json<Device>, AppError> {
+    let cur = s.store.device(&id).await?;
+    let cur = cur.ok_or_else(|| not_found(format!("device {id}")))?;
+    let mut d = patched(&cur, &patch)?;
+    same_id(&id, &mut d.id)?;
+    d.validate()?;
+    s.store.update_device(&d).await?;
+    s.bus.model_changed();
+    Ok(Json(d))
+}
+
+#[utoipa::path(patch, path = "/api/people/{id}", tag = "model", request_body = serde_json::Value,
+    params(("id" = String, Path, description = "person id")),
+    responses((status = 200, body = Person), (status = 400, description = "invalid"), (status = 404, description = "unknown")))]
+async fn patch_person(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Json<Person>, AppError> {
+    let cur = s.store.person(&id).await?;
+    let cur = cur.ok_or_else(|| not_found(format!("person {id}")))?;
+    let mut p = patched(&cur, &patch)?;
+    same_id(&id, &mut p.id)?;
+    p.validate()?;
+    s.store.update_person(&p).await?;
+    s.bus.model_changed();
+    Ok(Json(p))
+}
+
+#[utoipa::path(patch, path = "/api/access-rules/{id}", tag = "model", request_body = serde_json::Value,
+    params(("id" = i64, Path, description = "rule id")),
+    responses((status = 200, body = AccessRule), (status = 400, description = "invalid"), (status = 404, description = "unknown"),
+        (status = 422, description = "unknown person or room")))]
+async fn patch_rule(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Json<AccessRule>, AppError> {
+    let n = parse_rule_id(&id)?;
+    let cur = s.store.rule(n).await?;
+    let cur = cur.ok_or_else(|| not_found(format!("access rule {n}")))?;
+    let r: AccessRule = patched(&cur.view(), &patch)?;
+    if r.id != Some(n) {
+        return Err(AppError::bad(
+            "id_mismatch",
+            format!("id: the body says {:?} but the path says {n}", r.id),
+        ));
+    }
+    let mut row = r.to_row()?;
+    row.id = n;
+    s.store.update_rule(&row).await?;
+    s.bus.model_changed();
+    Ok(Json(row.view()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut v = json!({"a": "b", "c": {"d": "e", "f": "g"}, "x": [1, 2]});
+        super::merge_patch(
+            &mut v,
+            &json!({"a": "z", "c": {"f": null}, "x": [3], "n": 1}),
+        );
+        assert_eq!(v, json!({"a": "z", "c": {"d": "e"}, "x": [3], "n": 1}));
+    }
 }
