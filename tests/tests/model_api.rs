@@ -316,7 +316,24 @@ async fn buildings_and_floors_crud() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_doors_receivers_crud() {
     let c = TestCentral::start(CentralOptions::default()).await.unwrap();
+    let mut model = c.app.bus().watch_model();
     setup_building(&c).await;
+    // Writes tell model watchers (the access engine) to reload.
+    tokio::time::timeout(Duration::from_secs(5), model.changed())
+        .await
+        .expect("model change notified")
+        .unwrap();
+    model.mark_unchanged();
+    err(
+        &post(&c, "/api/rooms", room("x", 9)).await,
+        422,
+        "unknown_reference",
+        "floor",
+    );
+    assert!(
+        !model.has_changed().unwrap(),
+        "a refused write is no change"
+    );
     let r = post(&c, "/api/rooms", room("lobby", 0)).await;
     ok(&r, 201);
     assert_eq!(r.location.as_deref(), Some("/api/rooms/lobby"));
