@@ -684,6 +684,11 @@ async fn people_devices_rules_crud() {
     ok(&r, 200);
     let r = get(&c, "/api/devices?owner=bob").await;
     assert_eq!(r.body["items"][0]["id"], "aa:bb:cc:dd:ee:01");
+    let r = get(&c, "/api/devices?group=badges").await;
+    assert_eq!(r.body["items"][0]["id"], "tag-1");
+    let r = get(&c, "/api/people?group=visitors").await;
+    assert_eq!(r.body["items"][0]["id"], "bob");
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
     let r = get(&c, "/api/devices?kind=badge").await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
     err(

@@ -613,6 +613,19 @@ pub struct DeviceParams {
     owner: Option<String>,
     /// Only devices of this kind: tag, badge, phone, other.
     kind: Option<String>,
+    /// Only devices in this group.
+    group: Option<String>,
+}
+
+/// Paging and a group.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PeopleParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+    /// Only people in this group.
+    group: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/devices", tag = "model", params(DeviceParams),
@@ -632,6 +645,7 @@ async fn list_devices(
     }
     q.owner = p.owner;
     q.kind = p.kind;
+    q.group = p.group;
     let (items, next_cursor) = page(s.store.devices(&q).await?, q.limit, |d| d.id.clone());
     Ok(Json(DevicePage { items, next_cursor }))
 }
@@ -693,13 +707,14 @@ async fn delete_device(
 
 // ------------------------------------------------------------------------- people
 
-#[utoipa::path(get, path = "/api/people", tag = "model", params(PageParams),
+#[utoipa::path(get, path = "/api/people", tag = "model", params(PeopleParams),
     responses((status = 200, body = PersonPage), (status = 400, description = "bad parameter")))]
 async fn list_people(
     State(s): State<AppState>,
-    Query(p): Query<PageParams>,
+    Query(p): Query<PeopleParams>,
 ) -> Result<Json<PersonPage>, AppError> {
-    let q = list_query(p.limit.as_deref(), p.cursor)?;
+    let mut q = list_query(p.limit.as_deref(), p.cursor)?;
+    q.group = p.group;
     let (items, next_cursor) = page(s.store.people(&q).await?, q.limit, |p| p.id.clone());
     Ok(Json(PersonPage { items, next_cursor }))
 }

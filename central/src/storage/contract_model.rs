@@ -374,6 +374,27 @@ pub async fn people_devices_rules(store: &dyn Store) {
         ["visitors"]
     );
     assert_eq!(store.people(&lq(10)).await.unwrap().len(), 2);
+    store
+        .create_person(&person("carl", &["Staff", "lab_2"]))
+        .await
+        .unwrap();
+    let staff = store
+        .people(&ListQuery {
+            group: Some("staff".into()),
+            ..lq(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(staff, vec![person("alice", &["staff", "lab"])]);
+    let lab2 = store
+        .people(&ListQuery {
+            group: Some("lab_2".into()),
+            ..lq(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(lab2.len(), 1);
+    store.delete_person("carl").await.unwrap();
 
     assert_eq!(
         unknown_field(
@@ -408,6 +429,22 @@ pub async fn people_devices_rules(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(owned.len(), 1);
+    let badges = store
+        .devices(&ListQuery {
+            group: Some("badges".into()),
+            ..lq(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(badges.len(), 2);
+    assert!(store
+        .devices(&ListQuery {
+            group: Some("badge".into()),
+            ..lq(10)
+        })
+        .await
+        .unwrap()
+        .is_empty());
     let mut phone = device("aa:bb:cc:dd:ee:ff", Some("bob"));
     phone.kind = DeviceKind::Phone;
     store.update_device(&phone).await.unwrap();

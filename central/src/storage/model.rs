@@ -144,13 +144,14 @@ pub trait ModelStore: Send + Sync {
 
     async fn create_person(&self, p: &Person) -> Result<(), ModelError>;
     async fn person(&self, id: &str) -> Result<Option<Person>, ModelError>;
+    /// Filter: group.
     async fn people(&self, q: &ListQuery) -> Result<Vec<Person>, ModelError>;
     async fn update_person(&self, p: &Person) -> Result<(), ModelError>;
     async fn delete_person(&self, id: &str) -> Result<(), ModelError>;
 
     async fn create_device(&self, d: &Device) -> Result<(), ModelError>;
     async fn device(&self, id: &str) -> Result<Option<Device>, ModelError>;
-    /// Filters: owner, kind.
+    /// Filters: owner, kind, group.
     async fn devices(&self, q: &ListQuery) -> Result<Vec<Device>, ModelError>;
     async fn update_device(&self, d: &Device) -> Result<(), ModelError>;
     async fn delete_device(&self, id: &str) -> Result<(), ModelError>;
@@ -374,8 +375,10 @@ pub(super) const RECEIVER_COLUMNS: &str =
 pub(super) const RULE_COLUMNS: &str = "id, person, group_name, room, weekdays, start_minute, end_minute, valid_from_ms, valid_until_ms";
 
 /// Stamps out `ModelStore` for a backend (same requirements as `impl_sql_store!`).
+/// `$strpos` is the backend's substring-position function (`instr` / `strpos`, both
+/// `(haystack, needle)`), used to find a quoted group id in a JSON list, case-sensitively.
 macro_rules! impl_model_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $strpos:literal) => {
         impl $store {
             /// Whether `sql` + bound `id` returns a row.
             async fn m_exists(
@@ -1206,6 +1209,11 @@ macro_rules! impl_model_store {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "SELECT id, name, groups FROM people WHERE 1 = 1",
                 );
+                if let Some(g) = &q.group {
+                    qb.push(concat!(" AND ", $strpos, "(groups, "))
+                        .push_bind(format!("{g:?}"))
+                        .push(") > 0");
+                }
                 if let Some(a) = &q.after {
                     qb.push(" AND id > ").push_bind(a.as_str());
                 }
@@ -1328,6 +1336,11 @@ macro_rules! impl_model_store {
                 }
                 if let Some(k) = &q.kind {
                     qb.push(" AND kind = ").push_bind(k.as_str());
+                }
+                if let Some(g) = &q.group {
+                    qb.push(concat!(" AND ", $strpos, "(groups, "))
+                        .push_bind(format!("{g:?}"))
+                        .push(") > 0");
                 }
                 if let Some(a) = &q.after {
                     qb.push(" AND id > ").push_bind(a.as_str());

@@ -73,5 +73,5 @@ impl PgStore {
 
 impl_sql_store!(PgStore, Postgres, "postgres");
 super::access::impl_access_store!(PgStore, Postgres);
-super::model::impl_model_store!(PgStore, Postgres);
+super::model::impl_model_store!(PgStore, Postgres, "strpos");
 super::positions::impl_position_store!(PgStore, Postgres);

@@ -95,5 +95,5 @@ async fn checkpoint_loop(pool: SqlitePool, alive: std::sync::Weak<()>) {
 
 impl_sql_store!(SqliteStore, Sqlite, "sqlite");
 super::access::impl_access_store!(SqliteStore, Sqlite);
-super::model::impl_model_store!(SqliteStore, Sqlite);
+super::model::impl_model_store!(SqliteStore, Sqlite, "instr");
 super::positions::impl_position_store!(SqliteStore, Sqlite);
