@@ -8,6 +8,7 @@ pub mod positions;
 mod postgres;
 mod sql;
 mod sqlite;
+pub mod training;
 
 #[cfg(test)]
 mod contract;
@@ -17,6 +18,8 @@ mod contract_access;
 mod contract_model;
 #[cfg(test)]
 mod contract_positions;
+#[cfg(test)]
+mod contract_training;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -167,7 +170,13 @@ pub struct TimeQuery {
 
 #[async_trait]
 pub trait Store:
-    access::AccessStore + model::ModelStore + positions::PositionStore + Send + Sync + 'static
+    access::AccessStore
+    + model::ModelStore
+    + positions::PositionStore
+    + training::TrainingStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

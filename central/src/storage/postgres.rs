@@ -75,3 +75,4 @@ impl_sql_store!(PgStore, Postgres, "postgres");
 super::access::impl_access_store!(PgStore, Postgres);
 super::model::impl_model_store!(PgStore, Postgres, "strpos");
 super::positions::impl_position_store!(PgStore, Postgres);
+super::training::impl_training_store!(PgStore, Postgres);

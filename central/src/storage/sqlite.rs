@@ -97,3 +97,4 @@ impl_sql_store!(SqliteStore, Sqlite, "sqlite");
 super::access::impl_access_store!(SqliteStore, Sqlite);
 super::model::impl_model_store!(SqliteStore, Sqlite, "instr");
 super::positions::impl_position_store!(SqliteStore, Sqlite);
+super::training::impl_training_store!(SqliteStore, Sqlite);
