@@ -121,9 +121,18 @@ impl Application {
         if let Some(b) = &building {
             import_building(store.as_ref(), b).await?;
         }
-        let live = building.map(|b| {
+        let training = Arc::new(crate::training::Training::new(
+            store.clone(),
+            building.as_ref().map(crate::training::Site::from_building),
+            config.training.clone(),
+        ));
+        training
+            .load_latest()
+            .await
+            .context("loading the newest trained model")?;
+        let live = building.as_ref().map(|b| {
             Arc::new(crate::live::LivePositions::new(
-                &b,
+                b,
                 crate::live::LiveConfig::from_config(&config.positioning),
             ))
         });
@@ -183,6 +192,11 @@ impl Application {
                 background.clone(),
             )));
         }
+        tasks.push(tokio::spawn(
+            training
+                .clone()
+                .run_calibration_collector(background.clone()),
+        ));
 
         if config.demo.enabled {
             tasks.push(crate::demo::spawn(
@@ -201,6 +215,7 @@ impl Application {
             log,
             live,
             bus: bus.clone(),
+            training,
         };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await

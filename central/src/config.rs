@@ -21,6 +21,46 @@ pub struct Config {
     pub log: LogConfig,
     pub demo: DemoConfig,
     pub positioning: PositioningConfig,
+    pub training: TrainingConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Cross-validation folds (grouped by reference position) of a training job.
+    pub folds: usize,
+    /// Largest k tried for building, floor and position.
+    pub max_k: usize,
+    /// Held-out queries per configuration in cross-validation (spread over the samples).
+    pub max_cv_queries: usize,
+    /// A calibration window is cut into slices this long; each slice is one sample.
+    #[serde(with = "humantime_serde")]
+    pub calibration_slice: Duration,
+    /// Readings arriving this long after a calibration window closed still count.
+    #[serde(with = "humantime_serde")]
+    pub calibration_grace: Duration,
+    /// Longest calibration window accepted.
+    #[serde(with = "humantime_serde")]
+    pub max_calibration: Duration,
+    /// Height of a floor (m), for receiver path-loss fits across floors.
+    pub floor_height_m: f64,
+    /// Largest sample file accepted by POST /api/training/samples, bytes.
+    pub max_import_bytes: usize,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            folds: 5,
+            max_k: 15,
+            max_cv_queries: 4000,
+            calibration_slice: Duration::from_secs(2),
+            calibration_grace: Duration::from_secs(5),
+            max_calibration: Duration::from_secs(600),
+            floor_height_m: 3.5,
+            max_import_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -300,6 +340,26 @@ impl Config {
                 "positioning.queue_capacity: must be at least 1".into(),
             ));
         }
+        let t = &self.training;
+        if t.folds < 2 {
+            return Err(ConfigError("training.folds: must be at least 2".into()));
+        }
+        if t.max_k == 0 || t.max_cv_queries == 0 {
+            return Err(ConfigError(
+                "training.max_k and training.max_cv_queries: must be at least 1".into(),
+            ));
+        }
+        if t.calibration_slice.as_millis() == 0 || t.max_calibration.as_secs() == 0 {
+            return Err(ConfigError(
+                "training.calibration_slice and training.max_calibration: must be more than 0"
+                    .into(),
+            ));
+        }
+        if !t.floor_height_m.is_finite() || t.floor_height_m <= 0.0 {
+            return Err(ConfigError(
+                "training.floor_height_m: must be more than 0".into(),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError(format!("log.level: {e}")))?;
         Ok(())
@@ -384,6 +444,23 @@ store_interval = "1s"
 # Sightings buffered for the positioning task; when it falls behind, the oldest are
 # dropped and counted (positioning_dropped in /api/ingest/stats).
 queue_capacity = 100000
+
+[training]
+# Training jobs (POST /api/training): grouped cross-validation folds, largest k tried,
+# held-out queries per configuration.
+folds = 5
+max_k = 15
+max_cv_queries = 4000
+# Calibration (POST /api/calibration): the window is cut into slices of this length, one
+# labelled sample per slice; readings arriving up to `calibration_grace` after the window
+# still count; longest window accepted.
+calibration_slice = "2s"
+calibration_grace = "5s"
+max_calibration = "10m"
+# Floor height (m) for receiver path-loss fits across floors.
+floor_height_m = 3.5
+# Largest sample file accepted by POST /api/training/samples (bytes).
+max_import_bytes = 268435456
 "#;
 
 #[cfg(test)]

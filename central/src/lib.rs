@@ -16,6 +16,7 @@ pub mod occupancy;
 pub mod positioning;
 pub mod storage;
 pub mod telemetry;
+pub mod training;
 
 pub use app::Application;
 pub use config::Config;

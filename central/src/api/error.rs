@@ -30,6 +30,11 @@ pub enum AppError {
         code: &'static str,
         message: String,
     },
+    /// 413: the body is larger than allowed.
+    PayloadTooLarge {
+        code: &'static str,
+        message: String,
+    },
     Internal(anyhow::Error),
 }
 
@@ -43,6 +48,22 @@ impl AppError {
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         AppError::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl AppError {
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::Unavailable {
             code,
             message: message.into(),
         }
@@ -66,6 +87,9 @@ impl IntoResponse for AppError {
             }
             AppError::Unavailable { code, message } => {
                 (StatusCode::SERVICE_UNAVAILABLE, code, message)
+            }
+            AppError::PayloadTooLarge { code, message } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, code, message)
             }
             AppError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");

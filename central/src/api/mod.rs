@@ -4,10 +4,12 @@ pub mod error;
 mod events;
 mod history;
 mod model;
+mod locate;
 mod nodes;
 mod ops;
 pub mod paging;
 mod positions;
+mod training;
 
 use crate::ingest::IngestStats;
 use crate::storage::Store;
@@ -30,6 +32,8 @@ pub struct AppState {
     pub live: Option<Arc<crate::live::LivePositions>>,
     /// Live events (positions, doors, node changes, access events) for streams.
     pub bus: crate::bus::EventBus,
+    /// Calibration, training jobs, the active model (`POST /api/position`).
+    pub training: Arc<crate::training::Training>,
 }
 
 /// The OpenAPI document's root. Handlers add their paths through
@@ -53,6 +57,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(positions::router())
         .merge(events::router().into())
         .merge(model::router())
+        .merge(training::router())
+        .merge(locate::router())
 }
 
 pub fn router(state: AppState) -> Router {
