@@ -78,6 +78,8 @@ pub struct CentralOptions {
     pub prefix: String,
     /// Run the simulated demo building (live positions included).
     pub demo: bool,
+    /// Last word on the configuration (e.g. short calibration windows).
+    pub configure: Option<fn(&mut Config)>,
 }
 
 impl Default for CentralOptions {
@@ -88,6 +90,7 @@ impl Default for CentralOptions {
             silence_timeout: Duration::from_secs(120),
             prefix: roomsense_common::DEFAULT_PREFIX.into(),
             demo: false,
+            configure: None,
         }
     }
 }
@@ -112,6 +115,9 @@ impl TestCentral {
         if let Some(url) = &opts.external_mqtt {
             config.mqtt.mode = BrokerMode::External;
             config.mqtt.url = url.clone();
+        }
+        if let Some(f) = opts.configure {
+            f(&mut config);
         }
         let app = Application::build(config, None).await?;
         let base = format!("http://{}", app.http_addr());
