@@ -3,8 +3,8 @@
 pub mod error;
 mod events;
 mod history;
-mod model;
 mod locate;
+mod model;
 mod nodes;
 mod ops;
 pub mod paging;
