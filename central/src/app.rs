@@ -197,6 +197,14 @@ impl Application {
                 .clone()
                 .run_calibration_collector(background.clone()),
         ));
+        if let (Some(l), Some(b)) = (&live, &building) {
+            tasks.push(tokio::spawn(crate::training::follow_models(
+                training.models(),
+                l.clone(),
+                b.clone(),
+                background.clone(),
+            )));
+        }
 
         if config.demo.enabled {
             tasks.push(crate::demo::spawn(

@@ -560,3 +560,148 @@ impl Training {
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, String> {
     serde_json::to_string(v).map_err(|e| format!("serializing the model failed: {e}"))
 }
+
+/// The live path's estimator once a model exists: the model's fingerprint when the scan
+/// has receivers of its radio map (BLE calibration samples are keyed by receiver), else
+/// multilateration with the receivers' path loss as fitted by that model.
+pub struct TrainedEstimator {
+    model: Arc<ActiveModel>,
+    fallback: crate::live::MultilatEstimator,
+}
+
+impl TrainedEstimator {
+    pub fn new(model: Arc<ActiveModel>, building: &Building) -> Self {
+        let mut fallback = crate::live::MultilatEstimator::for_building(building);
+        for a in &mut fallback.anchors {
+            if let Some(f) = model.path_loss.get(&a.id) {
+                a.rssi_at_1m = f.rssi_at_1m;
+                a.exponent = f.exponent;
+            }
+        }
+        Self { model, fallback }
+    }
+}
+
+impl crate::live::LiveEstimator for TrainedEstimator {
+    fn estimate(&self, scan: &[(&str, f32)]) -> Option<Estimate> {
+        let keyed: Vec<(String, f32)> = scan.iter().map(|(id, r)| (ble_key(id), *r)).collect();
+        if self.model.known(&keyed) > 0 {
+            if let Some((est, _)) = self.model.locate(&keyed) {
+                return Some(est);
+            }
+        }
+        crate::live::LiveEstimator::estimate(&self.fallback, scan)
+    }
+}
+
+/// Swaps each new active model into the live path (the current one first). Runs until
+/// `stop` or until the training service is gone.
+pub async fn follow_models(
+    mut models: watch::Receiver<Option<Arc<ActiveModel>>>,
+    live: Arc<crate::live::LivePositions>,
+    building: Building,
+    stop: CancellationToken,
+) {
+    loop {
+        let current = models.borrow_and_update().clone();
+        if let Some(m) = current {
+            tracing::info!(version = m.version, "live positioning uses model");
+            live.set_estimator(Arc::new(TrainedEstimator::new(m, &building)));
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = models.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::LiveEstimator;
+    use crate::storage::training::SOURCE_BLE;
+
+    /// Noise-free BLE calibration samples of the example building's ground floor.
+    fn samples(b: &Building) -> Vec<SampleRecord> {
+        let rx: Vec<_> = b.receivers.iter().filter(|r| r.floor == 0).collect();
+        let mut out = Vec::new();
+        for i in 0..10 {
+            for j in 0..5 {
+                let (x, y) = (2.0 + 2.0 * f64::from(i), 1.0 + 2.0 * f64::from(j));
+                let readings = rx
+                    .iter()
+                    .map(|r| {
+                        let d = ((x - r.x).powi(2) + (y - r.y).powi(2)).sqrt().max(0.2);
+                        (ble_key(r.node.as_str()), (-59.0 - 25.0 * d.log10()) as f32)
+                    })
+                    .collect();
+                out.push(SampleRecord {
+                    id: 0,
+                    session_id: None,
+                    source: SOURCE_BLE.into(),
+                    device: None,
+                    x,
+                    y,
+                    floor: 0,
+                    building: b.name.clone(),
+                    at_ms: None,
+                    readings,
+                    created_ms: 0,
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_live_path_uses_the_trained_radio_map_and_falls_back_to_multilateration() {
+        let b = Building::example();
+        let data = samples(&b);
+        let opts = TrainOptions {
+            max_k: 4,
+            ..TrainOptions::default()
+        };
+        let out = pipeline::train_model(&data, &[], &[], 3.5, &opts, &mut |_| {}).unwrap();
+        let record = ModelRecord {
+            version: 3,
+            created_ms: 0,
+            samples: data.len() as i64,
+            duration_ms: 0,
+            params: serde_json::to_string(&out.params).unwrap(),
+            report: serde_json::to_string(&out.accuracy).unwrap(),
+            path_loss: serde_json::to_string(&out.path_loss).unwrap(),
+            model: serde_json::to_string(&out.model).unwrap(),
+        };
+        let model = Arc::new(ActiveModel::from_record(&record).unwrap());
+        let est = TrainedEstimator::new(model, &b);
+        // the live scan names receivers by node id, as the live path does
+        let s = &data[17];
+        let names: Vec<String> = s
+            .readings
+            .iter()
+            .map(|(k, _)| k.trim_start_matches("ble:").to_string())
+            .collect();
+        let scan: Vec<(&str, f32)> = names
+            .iter()
+            .zip(&s.readings)
+            .map(|(n, (_, r))| (n.as_str(), *r))
+            .collect();
+        let e = est.estimate(&scan).unwrap();
+        assert_eq!(e.method, "fingerprint-knn");
+        assert!(
+            ((e.x - s.x).powi(2) + (e.y - s.y).powi(2)).sqrt() <= 2.0,
+            "{e:?}"
+        );
+        // receivers the radio map does not have: multilateration
+        let upstairs: Vec<(&str, f32)> = b
+            .receivers
+            .iter()
+            .filter(|r| r.floor == 1)
+            .map(|r| (r.node.as_str(), -65.0))
+            .collect();
+        let e = est.estimate(&upstairs).unwrap();
+        assert_eq!(e.method, "multilateration");
+        assert_eq!(e.floor, 1);
+        assert!(est.estimate(&[]).is_none());
+    }
+}
