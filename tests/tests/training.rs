@@ -479,5 +479,18 @@ async fn without_a_model_the_receivers_multilaterate() {
     .await
     .unwrap();
     assert_eq!((st, error_code(&v)), (409, "scan_not_locatable"), "{v}");
+    // the OpenAPI document lists the training paths
+    let (_, doc) = c.get("/api/openapi.json").await.unwrap();
+    for p in [
+        "/api/position",
+        "/api/calibration",
+        "/api/calibration/{id}",
+        "/api/training",
+        "/api/training/samples",
+        "/api/training/samples/{id}",
+        "/api/models",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p} missing in OpenAPI");
+    }
     c.app.shutdown(Duration::from_secs(10)).await.unwrap();
 }
