@@ -130,6 +130,10 @@ impl Application {
             .load_latest()
             .await
             .context("loading the newest trained model")?;
+        let access_model = building
+            .as_ref()
+            .map(|b| crate::access::AccessModel::from_building(b, &b.name))
+            .unwrap_or_default();
         let live = building.as_ref().map(|b| {
             Arc::new(crate::live::LivePositions::new(
                 b,
@@ -142,6 +146,7 @@ impl Application {
 
         let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue_capacity);
         let (client, eventloop) = crate::mqtt::client(&client_cfg);
+        let access_client = client.clone();
         let acker = crate::mqtt::commit_acker(client.clone(), topics.clone());
         let live_feed = live.as_ref().map(|_| (live_queue.clone(), stats.clone()));
         let commit_bus = bus.clone();
@@ -206,6 +211,28 @@ impl Application {
             )));
         }
 
+        let occupancy = Arc::new(crate::access_pipeline::LiveOccupancy::new(
+            config.access.min_confidence,
+            config.occupancy.absent_after,
+        ));
+        let access_stats = Arc::new(crate::access_pipeline::PipelineStats::default());
+        tasks.push(crate::access_pipeline::spawn(
+            crate::access_pipeline::AccessPipeline::new(
+                config.access.min_confidence,
+                occupancy.clone(),
+                store.clone(),
+                bus.clone(),
+                Some(crate::access_pipeline::MqttOut {
+                    client: access_client,
+                    topic: topics.access_events(),
+                }),
+                access_stats.clone(),
+            ),
+            Arc::new(crate::access_pipeline::StaticModel(access_model)),
+            config.access.model_reload,
+            background.clone(),
+        ));
+
         if config.demo.enabled {
             tasks.push(crate::demo::spawn(
                 &config.demo,
@@ -224,6 +251,9 @@ impl Application {
             live,
             bus: bus.clone(),
             training,
+            occupancy,
+            access_stats,
+            occupancy_config: config.occupancy.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await

@@ -22,6 +22,8 @@ pub struct Config {
     pub demo: DemoConfig,
     pub positioning: PositioningConfig,
     pub training: TrainingConfig,
+    pub access: AccessConfig,
+    pub occupancy: OccupancyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -59,6 +61,52 @@ impl Default for TrainingConfig {
             max_calibration: Duration::from_secs(600),
             floor_height_m: 3.5,
             max_import_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Position estimates below this confidence do not move a device between rooms (for
+    /// access events and occupancy).
+    pub min_confidence: f32,
+    /// The access model (rooms, devices, rules) is reloaded at least this often.
+    #[serde(with = "humantime_serde")]
+    pub model_reload: Duration,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            min_confidence: crate::access::DEFAULT_MIN_CONFIDENCE,
+            model_reload: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OccupancyConfig {
+    /// A device without a position estimate for this long has left its room.
+    #[serde(with = "humantime_serde")]
+    pub absent_after: Duration,
+    /// Most buckets one occupancy history request may ask for (rooms × intervals).
+    pub max_buckets: usize,
+    /// Dwell: a device not estimated for longer than this is not assumed to have stayed.
+    #[serde(with = "humantime_serde")]
+    pub dwell_max_gap: Duration,
+    /// Most stored position estimates one history or dwell request may read.
+    pub max_scan_rows: u64,
+}
+
+impl Default for OccupancyConfig {
+    fn default() -> Self {
+        Self {
+            absent_after: Duration::from_secs(300),
+            max_buckets: 100_000,
+            dwell_max_gap: Duration::from_secs(300),
+            max_scan_rows: 5_000_000,
         }
     }
 }
@@ -360,6 +408,26 @@ impl Config {
                 "training.floor_height_m: must be more than 0".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&self.access.min_confidence) {
+            return Err(ConfigError(
+                "access.min_confidence: must be between 0 and 1".into(),
+            ));
+        }
+        if self.access.model_reload.is_zero() {
+            return Err(ConfigError(
+                "access.model_reload: must be more than 0".into(),
+            ));
+        }
+        if self.occupancy.absent_after.is_zero() {
+            return Err(ConfigError(
+                "occupancy.absent_after: must be more than 0".into(),
+            ));
+        }
+        if self.occupancy.max_buckets == 0 {
+            return Err(ConfigError(
+                "occupancy.max_buckets: must be at least 1".into(),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError(format!("log.level: {e}")))?;
         Ok(())
@@ -461,6 +529,22 @@ max_calibration = "10m"
 floor_height_m = 3.5
 # Largest sample file accepted by POST /api/training/samples (bytes).
 max_import_bytes = 268435456
+
+[access]
+# Position estimates below this confidence do not move a device between rooms.
+min_confidence = 0.5
+# The access model (rooms, doors, devices, people, rules) is reloaded at least this often.
+model_reload = "30s"
+
+[occupancy]
+# A device without a position estimate for this long has left its room.
+absent_after = "5m"
+# Most (room, interval) buckets one GET /api/occupancy/history may cover.
+max_buckets = 100000
+# Dwell time: a gap between two estimates longer than this is not counted as staying.
+dwell_max_gap = "5m"
+# Most stored position estimates one history or dwell request may read.
+max_scan_rows = 5000000
 "#;
 
 #[cfg(test)]

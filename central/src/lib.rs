@@ -2,6 +2,7 @@
 //! registry, storage (SQLite or Postgres), REST API.
 
 pub mod access;
+pub mod access_pipeline;
 pub mod api;
 pub mod app;
 pub mod broker;

@@ -6,6 +6,7 @@ mod history;
 mod locate;
 mod model;
 mod nodes;
+mod occupancy;
 mod ops;
 pub mod paging;
 mod positions;
@@ -34,6 +35,10 @@ pub struct AppState {
     pub bus: crate::bus::EventBus,
     /// Calibration, training jobs, the active model (`POST /api/position`).
     pub training: Arc<crate::training::Training>,
+    /// Who is in which room now (kept by the access pipeline).
+    pub occupancy: Arc<crate::access_pipeline::LiveOccupancy>,
+    pub access_stats: Arc<crate::access_pipeline::PipelineStats>,
+    pub occupancy_config: crate::config::OccupancyConfig,
 }
 
 /// The OpenAPI document's root. Handlers add their paths through
@@ -59,6 +64,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(model::router())
         .merge(training::router())
         .merge(locate::router())
+        .merge(occupancy::router())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -56,6 +56,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, App
     let counts = s.store.counts().await?;
     Ok(Json(json!({
         "ingest": s.stats.snapshot(),
+        "access": s.access_stats.snapshot(),
         "stored": counts,
         "broker_connected": s.mqtt_connected.load(Ordering::Acquire),
     })))
