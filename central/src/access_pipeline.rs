@@ -51,6 +51,25 @@ impl ModelSource for StaticModel {
     }
 }
 
+/// The stored building model (rooms, doors, devices, people, access rules edited over
+/// REST); while nothing is stored yet, the model of the configured building file.
+pub struct StoredModel {
+    pub store: Arc<dyn Store>,
+    pub fallback: AccessModel,
+}
+
+#[async_trait::async_trait]
+impl ModelSource for StoredModel {
+    async fn load(&self) -> anyhow::Result<AccessModel> {
+        let m = crate::storage::model::load_access_model(self.store.as_ref()).await?;
+        Ok(if m.rooms.is_empty() {
+            self.fallback.clone()
+        } else {
+            m
+        })
+    }
+}
+
 /// Counters of the pipeline (`GET /api/ingest/stats`, `access`).
 #[derive(Debug, Default)]
 pub struct PipelineStats {

@@ -228,7 +228,10 @@ impl Application {
                 }),
                 access_stats.clone(),
             ),
-            Arc::new(crate::access_pipeline::StaticModel(access_model)),
+            Arc::new(crate::access_pipeline::StoredModel {
+                store: store.clone(),
+                fallback: access_model,
+            }),
             config.access.model_reload,
             background.clone(),
         ));

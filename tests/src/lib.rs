@@ -80,6 +80,8 @@ pub struct CentralOptions {
     pub demo: bool,
     /// Last word on the configuration (e.g. short calibration windows).
     pub configure: Option<fn(&mut Config)>,
+    /// Building file for live positioning and the access model (`positioning.building`).
+    pub building: Option<PathBuf>,
 }
 
 impl Default for CentralOptions {
@@ -91,6 +93,7 @@ impl Default for CentralOptions {
             prefix: roomsense_common::DEFAULT_PREFIX.into(),
             demo: false,
             configure: None,
+            building: None,
         }
     }
 }
@@ -112,6 +115,9 @@ impl TestCentral {
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("central.db").display()));
         config.nodes.silence_timeout = opts.silence_timeout;
         config.demo.enabled = opts.demo;
+        if let Some(b) = &opts.building {
+            config.positioning.building = b.display().to_string();
+        }
         if let Some(url) = &opts.external_mqtt {
             config.mqtt.mode = BrokerMode::External;
             config.mqtt.url = url.clone();

@@ -6,6 +6,9 @@
 //! - `range`: random time-range queries (`GET /api/readings?start=&end=`, optionally by
 //!   device) against a running central, reporting throughput and p50/p99/max latency.
 //! - `get`: hammers one URL with C concurrent clients for D seconds (e.g. `/api/occupancy`).
+//! - `occupancy`: starts central in this process with a generated building of R rooms,
+//!   places D tracked devices through the live event bus (as the positioning path does),
+//!   keeps moving them at a given rate, and hammers `GET /api/occupancy`.
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -59,6 +62,23 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         queries: u64,
         #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// `GET /api/occupancy` under load, with a generated building and tracked devices.
+    Occupancy {
+        #[arg(long, default_value_t = 200)]
+        rooms: usize,
+        #[arg(long, default_value_t = 5_000)]
+        devices: usize,
+        /// Position estimates per second fed while the load runs (devices moving).
+        #[arg(long, default_value_t = 5_000)]
+        updates_per_sec: u64,
+        /// Also measure `GET /api/rooms/{id}/occupancy` (random room) instead.
+        #[arg(long)]
+        per_room: bool,
+        #[arg(long, default_value = "20s")]
+        duration: humantime::Duration,
+        #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
     /// GET one URL repeatedly.
@@ -115,6 +135,24 @@ async fn main() -> anyhow::Result<()> {
             };
             run_load(Arc::new(make), token, Some(queries), None, concurrency).await
         }
+        Cmd::Occupancy {
+            rooms,
+            devices,
+            updates_per_sec,
+            per_room,
+            duration,
+            concurrency,
+        } => {
+            occupancy(
+                rooms,
+                devices,
+                updates_per_sec,
+                per_room,
+                duration.into(),
+                concurrency,
+            )
+            .await
+        }
         Cmd::Get {
             url,
             token,
@@ -131,6 +169,157 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+/// A one-floor building of `rooms` 5 m × 5 m rooms in a grid, capacity 30 each, every
+/// tenth restricted (no doors or receivers: positions come through the bus).
+fn grid_building(rooms: usize) -> String {
+    let mut s =
+        String::from("name = \"bench\"\n[[floors]]\nindex = 0\nname = \"ground\"\nheight = 3.0\n");
+    for i in 0..rooms {
+        let (x, y) = ((i % 20) as f64 * 5.0, (i / 20) as f64 * 5.0);
+        s.push_str(&format!(
+            "[[rooms]]\nid = \"r{i}\"\nname = \"Room {i}\"\nfloor = 0\npolygon = [[{x}, {y}], [{}, {y}], [{}, {}], [{x}, {}]]\ncapacity = 30\nrestricted = {}\n",
+            x + 5.0,
+            x + 5.0,
+            y + 5.0,
+            y + 5.0,
+            i % 10 == 9
+        ));
+    }
+    s
+}
+
+fn placement(device: usize, room: usize, at_ms: i64) -> roomsense_central::bus::LiveEvent {
+    roomsense_central::bus::LiveEvent::Position(roomsense_central::live::Position {
+        device: format!("tag-{device}"),
+        x: 1.0,
+        y: 1.0,
+        floor: 0,
+        building: "bench".into(),
+        room_probability: 0.9,
+        room: Some(format!("r{room}")),
+        confidence: 0.9,
+        error_radius_m: 1.0,
+        method: "bench".into(),
+        receivers: 4,
+        at_ms,
+    })
+}
+
+async fn occupancy(
+    rooms: usize,
+    devices: usize,
+    updates_per_sec: u64,
+    per_room: bool,
+    duration: Duration,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    if rooms == 0 {
+        bail!("--rooms must be at least 1");
+    }
+    let dir = tempfile::tempdir()?;
+    let building = dir.path().join("building.toml");
+    std::fs::write(&building, grid_building(rooms))?;
+    let mut config = roomsense_central::Config::default();
+    config.http.listen = "127.0.0.1:0".parse()?;
+    config.mqtt.listen = "127.0.0.1:0".parse()?;
+    config.mqtt.segment_size = 1024 * 1024;
+    config.mqtt.segment_count = 4;
+    config.database.url = format!("sqlite://{}", dir.path().join("central.db").display());
+    config.positioning.building = building.display().to_string();
+    let app = roomsense_central::Application::build(config, None).await?;
+    let base = format!("http://{}", app.http_addr());
+    let bus = app.bus();
+    let client = reqwest::Client::new();
+    // Place every device, a chunk at a time so the bus (4,096 events) never overflows.
+    let placed = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = Utc::now().timestamp_millis();
+        for chunk in (0..devices).collect::<Vec<_>>().chunks(500) {
+            for &d in chunk {
+                bus.publish(placement(d, d % rooms, now));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let v: serde_json::Value = client
+            .get(format!("{base}/api/occupancy"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if v["tracked_devices"].as_u64() == Some(devices as u64)
+            && v["items"].as_array().map(Vec::len) == Some(rooms)
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "devices not all placed after 60 s: {}",
+                v["tracked_devices"]
+            );
+        }
+    }
+    eprintln!(
+        "{rooms} rooms, {devices} devices placed in {:.1} s",
+        placed.elapsed().as_secs_f64()
+    );
+    // Keep devices moving while the load runs: each tick moves the next slice of devices
+    // one room on.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mover = {
+        let (bus, stop) = (bus.clone(), stop.clone());
+        tokio::spawn(async move {
+            let tick = Duration::from_millis(20);
+            let per_tick = (updates_per_sec as f64 * tick.as_secs_f64()).ceil() as usize;
+            let mut next = 0usize;
+            let mut step = 1usize;
+            let mut sent = 0u64;
+            while !stop.is_cancelled() && per_tick > 0 {
+                let now = Utc::now().timestamp_millis();
+                for _ in 0..per_tick {
+                    bus.publish(placement(next, (next + step) % rooms, now));
+                    sent += 1;
+                    next += 1;
+                    if next == devices {
+                        next = 0;
+                        step += 1;
+                    }
+                }
+                tokio::time::sleep(tick).await;
+            }
+            sent
+        })
+    };
+    let make: MakeUrl = if per_room {
+        Arc::new(move |rng: &mut rand::rngs::ThreadRng| {
+            format!("{base}/api/rooms/r{}/occupancy", rng.gen_range(0..rooms))
+        })
+    } else {
+        let url = format!("{base}/api/occupancy");
+        Arc::new(move |_: &mut rand::rngs::ThreadRng| url.clone())
+    };
+    let started = Instant::now();
+    let result = run_load(make, None, None, Some(duration), concurrency).await;
+    stop.cancel();
+    let sent = mover.await?;
+    eprintln!(
+        "position updates fed during the load: {sent} ({:.0}/s)",
+        sent as f64 / started.elapsed().as_secs_f64()
+    );
+    let stats: serde_json::Value = client
+        .get(format!(
+            "{}/api/ingest/stats",
+            format_args!("http://{}", app.http_addr())
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    eprintln!("access pipeline: {}", stats["access"]);
+    app.shutdown(Duration::from_secs(5)).await?;
+    result
 }
 
 fn rfc(ms: i64) -> String {
