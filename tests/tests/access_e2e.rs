@@ -33,14 +33,16 @@ fn building() -> Building {
     b
 }
 
+/// RSSI sum, advertisements, first and last heard.
+type Window = (f32, u32, DateTime<Utc>, DateTime<Utc>);
+
 /// One second of simulated sightings and door transitions, as edge batches per node.
 fn batches(
     events: Vec<SimEvent>,
     seqs: &mut BTreeMap<NodeId, u64>,
     sent_at: DateTime<Utc>,
 ) -> Vec<(NodeId, TopicKind, Vec<u8>)> {
-    let mut ble: BTreeMap<NodeId, BTreeMap<String, (f32, u32, DateTime<Utc>, DateTime<Utc>)>> =
-        BTreeMap::new();
+    let mut ble: BTreeMap<NodeId, BTreeMap<String, Window>> = BTreeMap::new();
     let mut doors: BTreeMap<NodeId, Vec<DoorTransition>> = BTreeMap::new();
     for e in events {
         match e {
