@@ -56,17 +56,25 @@ impl ModelSource for StaticModel {
 pub struct StoredModel {
     pub store: Arc<dyn Store>,
     pub fallback: AccessModel,
+    /// Bumped by every model write over REST (`EventBus::watch_model`).
+    pub changes: tokio::sync::watch::Receiver<u64>,
 }
 
 #[async_trait::async_trait]
 impl ModelSource for StoredModel {
     async fn load(&self) -> anyhow::Result<AccessModel> {
-        let m = crate::storage::model::load_access_model(self.store.as_ref()).await?;
+        let m = crate::storage::model::load_access_model(self.store.as_ref())
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the stored building model: {e}"))?;
         Ok(if m.rooms.is_empty() {
             self.fallback.clone()
         } else {
             m
         })
+    }
+
+    fn version(&self) -> u64 {
+        *self.changes.borrow()
     }
 }
 
@@ -613,6 +621,46 @@ mod tests {
         assert_eq!(occ.tracked(), 1, "a not estimated for 70 s of data time");
         p.expire(Instant::now() + Duration::from_secs(61));
         assert_eq!(occ.tracked(), 0, "nothing heard for 61 s of wall time");
+    }
+
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    #[async_trait::async_trait]
+    impl ModelSource for Counting {
+        async fn load(&self) -> anyhow::Result<AccessModel> {
+            Ok(model())
+        }
+        fn version(&self) -> u64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_model_change_reloads_the_model() {
+        let (store, _dir) = store().await;
+        let bus = EventBus::new(8);
+        let stats = Arc::new(PipelineStats::default());
+        let occ = Arc::new(LiveOccupancy::new(0.5, Duration::from_secs(300)));
+        let p = AccessPipeline::new(0.5, occ.clone(), store, bus, None, stats.clone());
+        let source = Arc::new(Counting(AtomicU64::new(0)));
+        let stop = CancellationToken::new();
+        let task = spawn(p, source.clone(), Duration::from_secs(3600), stop.clone());
+        let wait = |n: u64| {
+            let stats = stats.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while stats.snapshot().model_reloads < n {
+                    assert!(Instant::now() < deadline, "no reload {n}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        wait(1).await;
+        assert!(!occ.rooms().is_empty(), "rooms of the model listed");
+        source.0.store(1, Ordering::Relaxed);
+        wait(2).await;
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]

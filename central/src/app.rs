@@ -231,6 +231,7 @@ impl Application {
             Arc::new(crate::access_pipeline::StoredModel {
                 store: store.clone(),
                 fallback: access_model,
+                changes: bus.watch_model(),
             }),
             config.access.model_reload,
             background.clone(),
