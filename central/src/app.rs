@@ -34,6 +34,7 @@ pub struct Application {
     writer_task: JoinHandle<()>,
     http_task: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
+    demo_token: Option<String>,
 }
 
 impl Application {
@@ -246,6 +247,8 @@ impl Application {
             )?);
         }
 
+        let auth = Arc::new(crate::auth::Auth::new(store.clone()));
+        let demo_token = first_run_tokens(store.as_ref(), config.demo.enabled).await?;
         let state = AppState {
             store: store.clone(),
             stats: stats.clone(),
@@ -258,12 +261,16 @@ impl Application {
             occupancy,
             access_stats,
             occupancy_config: config.occupancy.clone(),
+            auth,
         };
+        if config.http.tls_cert.is_some() {
+            anyhow::bail!("http.tls_cert: direct HTTPS is not available in this build yet; terminate TLS in a reverse proxy");
+        }
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("http.listen {}: cannot listen", config.http.listen))?;
         let http_addr = listener.local_addr()?;
-        let app = api::router(state);
+        let app = api::router(state, &config.http.cors_origins)?;
         let stop = background.clone();
         let http_task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -286,7 +293,13 @@ impl Application {
             writer_task,
             http_task,
             tasks,
+            demo_token,
         })
+    }
+
+    /// In demo mode: the admin token created at start (print it for the newcomer).
+    pub fn demo_token(&self) -> Option<&str> {
+        self.demo_token.as_deref()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -366,6 +379,30 @@ async fn import_building(
         tracing::debug!(building = %id, "building file unchanged since its last import");
     }
     Ok(())
+}
+
+/// Demo: creates an admin token and returns its secret. Otherwise: says how to create one
+/// when no usable token exists yet.
+async fn first_run_tokens(store: &dyn Store, demo: bool) -> anyhow::Result<Option<String>> {
+    let now = chrono::Utc::now().timestamp_millis();
+    if demo {
+        let (t, secret) = crate::auth::create_token(store, "demo", crate::auth::Scope::Admin, now)
+            .await
+            .context("creating the demo token")?;
+        tracing::info!(
+            token = t.id,
+            "demo: created admin token \"demo\" (printed on stdout)"
+        );
+        return Ok(Some(secret));
+    }
+    let tokens = store.tokens().await.context("reading API tokens")?;
+    if tokens.iter().all(|t| t.revoked_at_ms.is_some()) {
+        tracing::warn!(
+            "no API token exists yet: every /api request will be refused (401). Create one with \
+             `roomsense-central token create --scope admin --name NAME` (same --config/--database-url as serve)"
+        );
+    }
+    Ok(None)
 }
 
 /// Marks nodes offline that sent nothing for `timeout`.

@@ -148,12 +148,22 @@ impl Default for PositioningConfig {
 pub struct HttpConfig {
     /// Address of the REST API and web page.
     pub listen: SocketAddr,
+    /// Browser origins allowed to call the API (CORS), e.g. `https://ops.example.com`;
+    /// `*` allows any; empty (default) allows none.
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain; with `tls_key`, the API is served over HTTPS (rustls).
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -344,6 +354,24 @@ impl Config {
                 "database.url: {url:?} is neither sqlite://… nor postgres://…"
             )));
         }
+        for o in &self.http.cors_origins {
+            let ok = o == "*"
+                || ((o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.split_once("://").is_some_and(|(_, h)| {
+                        h.trim_end_matches('/').contains('/') || h.is_empty()
+                    })
+                    && !o.contains(char::is_whitespace));
+            if !ok {
+                return Err(ConfigError(format!(
+                    "http.cors_origins: {o:?} is not an origin (scheme://host[:port], or \"*\")"
+                )));
+            }
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(ConfigError(
+                "http.tls_cert, http.tls_key: set both for HTTPS, or neither".into(),
+            ));
+        }
         roomsense_common::Topics::new(&self.mqtt.prefix)
             .map_err(|e| ConfigError(format!("mqtt.prefix: {e}")))?;
         if self.mqtt.mode == BrokerMode::External {
@@ -443,6 +471,12 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# roomsense-central configuration (/etc
 [http]
 # Address of the REST API.
 listen = "0.0.0.0:8080"
+# Browser origins allowed to call the API (CORS); "*" allows any; empty allows none.
+cors_origins = []
+# Serve HTTPS directly (rustls): PEM certificate chain and private key. Both or neither;
+# or leave them unset and terminate TLS in a reverse proxy (see README, Security).
+# tls_cert = "/etc/roomsense/tls/cert.pem"
+# tls_key = "/etc/roomsense/tls/key.pem"
 
 [mqtt]
 # "embedded": run the MQTT broker (rumqttd) inside this process.

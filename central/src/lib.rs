@@ -5,6 +5,7 @@ pub mod access;
 pub mod access_pipeline;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod bus;
 pub mod config;

@@ -27,6 +27,41 @@ enum Command {
     Configfile,
     /// Evaluate positioning on labelled scans (UJIIndoorLoc CSV layout).
     Eval(EvalArgs),
+    /// Create, list and revoke API bearer tokens (same config and database as `serve`).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// TOML config file (default: /etc/roomsense/central.toml if it exists).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// sqlite://FILE or postgres://… (database.url).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints its secret once on stdout (only its hash is stored).
+    Create {
+        /// read: GET/HEAD only; admin: everything.
+        #[arg(long, value_parser = ["read", "admin"])]
+        scope: String,
+        /// What it is for (who or which system uses it).
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens: id, name, scope, created, last used, revoked.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id (refused within seconds by running servers).
+    Revoke { id: i64 },
 }
 
 #[derive(clap::Args)]
@@ -78,6 +113,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => serve(args),
+        Command::Token(args) => match token(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("roomsense-central token: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Eval(args) => match eval(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -155,11 +197,94 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    let file = args.config.clone().or_else(|| {
+/// The config file named, or the system one if it exists.
+fn config_file(arg: &Option<PathBuf>) -> Option<PathBuf> {
+    arg.clone().or_else(|| {
         let p = PathBuf::from("/etc/roomsense/central.toml");
         p.exists().then_some(p)
-    });
+    })
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    use roomsense_central::auth;
+    let mut overrides: Vec<(&str, toml::Value)> = Vec::new();
+    if let Some(v) = &args.database_url {
+        overrides.push(("database.url", toml::Value::String(v.clone())));
+    }
+    let config = match Config::load(
+        config_file(&args.config).as_deref(),
+        std::env::vars(),
+        &overrides,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("roomsense-central: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG as u8));
+        }
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let store = roomsense_central::storage::connect(&config.database.url, 1).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        match args.command {
+            TokenCommand::Create { scope, name } => {
+                if let Err(e) = auth::validate_name(&name) {
+                    anyhow::bail!("--{e}");
+                }
+                let scope = auth::Scope::parse(&scope).map_err(anyhow::Error::msg)?;
+                let (t, secret) = auth::create_token(store.as_ref(), &name, scope, now).await?;
+                println!("{secret}");
+                eprintln!(
+                    "created token {} {:?} ({}). The secret above is shown only once: store it now.\n\
+                     Use it as: curl -H \"Authorization: Bearer $TOKEN\" http://HOST:8080/api/nodes",
+                    t.id,
+                    t.name,
+                    t.scope
+                );
+            }
+            TokenCommand::List { json } => {
+                let tokens = store.tokens().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&tokens)?);
+                } else {
+                    let time = |ms: Option<i64>| {
+                        ms.and_then(chrono::DateTime::from_timestamp_millis)
+                            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    println!(
+                        "{:>5}  {:<24} {:<6} {:<21} {:<21} REVOKED",
+                        "ID", "NAME", "SCOPE", "CREATED", "LAST USED"
+                    );
+                    for t in tokens {
+                        println!(
+                            "{:>5}  {:<24} {:<6} {:<21} {:<21} {}",
+                            t.id,
+                            t.name,
+                            t.scope,
+                            time(Some(t.created_at_ms)),
+                            time(t.last_used_at_ms),
+                            time(t.revoked_at_ms)
+                        );
+                    }
+                }
+            }
+            TokenCommand::Revoke { id } => match store.revoke_token(id, now).await? {
+                Some(t) => eprintln!(
+                    "token {} {:?} revoked; running servers refuse it within {} s",
+                    t.id,
+                    t.name,
+                    auth::CACHE_TTL_MS / 1000
+                ),
+                None => anyhow::bail!("no token with id {id}"),
+            },
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let file = config_file(&args.config);
     let mut overrides: Vec<(&str, toml::Value)> = Vec::new();
     let s = |v: &String| toml::Value::String(v.clone());
     if let Some(v) = &args.listen {
@@ -215,10 +340,14 @@ async fn run(
 ) -> anyhow::Result<()> {
     let demo = config.demo.enabled;
     let app = Application::build(config, Some(log)).await?;
-    if demo {
+    if let (true, Some(token)) = (demo, app.demo_token()) {
+        let port = app.http_addr().port();
         println!(
-            "roomsense demo running: open http://{}/api/nodes (MQTT broker on {})",
-            app.http_addr(),
+            "roomsense demo running (MQTT broker on {}).\n\
+             Admin token for this demo (shown once): {token}\n\
+             Try:\n  export TOKEN={token}\n  \
+             curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:{port}/api/positions\n\
+             API reference: http://127.0.0.1:{port}/api/docs",
             app.mqtt_addr()
         );
     }

@@ -58,12 +58,70 @@ where
     }
 }
 
+pub use roomsense_central::auth::Scope;
+
+/// Creates an API token in `app`'s store; returns its secret.
+pub async fn create_token(app: &Application, name: &str, scope: Scope) -> anyhow::Result<String> {
+    let store = app.store();
+    let (_, secret) = roomsense_central::auth::create_token(
+        store.as_ref(),
+        name,
+        scope,
+        Utc::now().timestamp_millis(),
+    )
+    .await?;
+    Ok(secret)
+}
+
+/// A client that sends `Authorization: Bearer {token}` with every request.
+pub fn authed_client(token: &str) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
+/// `roomsense-central token create` on the real binary against `database_url`; returns the
+/// secret it printed.
+pub fn cli_token(database_url: &str, scope: &str, name: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new(bin_path("roomsense-central")?)
+        .args([
+            "token",
+            "create",
+            "--scope",
+            scope,
+            "--name",
+            name,
+            "--database-url",
+        ])
+        .arg(database_url)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "token create failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let secret = String::from_utf8(out.stdout)?.trim().to_string();
+    if !secret.starts_with("rs_") {
+        bail!("token create printed {secret:?}, not a token");
+    }
+    Ok(secret)
+}
+
 /// A central server for one test.
 pub struct TestCentral {
     pub app: Application,
     pub base: String,
     pub topics: Topics,
+    /// Sends `Authorization: Bearer {token}` (an admin token) with every request.
     pub http: reqwest::Client,
+    /// The admin token the harness created at start.
+    pub token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -125,13 +183,20 @@ impl TestCentral {
         if let Some(f) = opts.configure {
             f(&mut config);
         }
+        let scheme = if config.http.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let app = Application::build(config, None).await?;
-        let base = format!("http://{}", app.http_addr());
+        let base = format!("{scheme}://{}", app.http_addr());
+        let token = create_token(&app, "test-harness", Scope::Admin).await?;
         let t = Self {
             app,
             base,
             topics: Topics::new(&opts.prefix).map_err(anyhow::Error::msg)?,
-            http: reqwest::Client::new(),
+            http: authed_client(&token)?,
+            token,
             _dir: dir,
         };
         let app = &t.app;
@@ -144,6 +209,16 @@ impl TestCentral {
 
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.app.mqtt_addr()
+    }
+
+    /// A new token of `scope` and a client that sends it.
+    pub async fn client_with_scope(
+        &self,
+        scope: Scope,
+    ) -> anyhow::Result<(String, reqwest::Client)> {
+        let token = create_token(&self.app, &unique("test"), scope).await?;
+        let client = authed_client(&token)?;
+        Ok((token, client))
     }
 
     /// GET `path` and parse JSON, with the status code.
@@ -366,7 +441,10 @@ pub struct CentralProc {
     pub mqtt_port: u16,
     pub db: PathBuf,
     pub external_mqtt: Option<String>,
+    /// Sends the admin token `token` with every request.
     pub http: reqwest::Client,
+    /// Admin token created with the CLI before the first start (kept across restarts).
+    pub token: String,
 }
 
 impl CentralProc {
@@ -377,6 +455,21 @@ impl CentralProc {
         http_port: u16,
         mqtt_port: u16,
         external_mqtt: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let token = cli_token(
+            &format!("sqlite://{}", db.display()),
+            "admin",
+            "test-harness",
+        )?;
+        Self::start_with_token(db, http_port, mqtt_port, external_mqtt, token).await
+    }
+
+    async fn start_with_token(
+        db: PathBuf,
+        http_port: u16,
+        mqtt_port: u16,
+        external_mqtt: Option<String>,
+        token: String,
     ) -> anyhow::Result<Self> {
         let mut cmd = std::process::Command::new(bin_path("roomsense-central")?);
         cmd.arg("serve")
@@ -397,7 +490,8 @@ impl CentralProc {
             mqtt_port,
             db,
             external_mqtt,
-            http: reqwest::Client::new(),
+            http: authed_client(&token)?,
+            token,
         };
         c.wait_ready().await?;
         Ok(c)
@@ -431,11 +525,12 @@ impl CentralProc {
     /// `kill -9` and start again on the same ports and database.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.proc.kill9();
-        let fresh = Self::start(
+        let fresh = Self::start_with_token(
             self.db.clone(),
             self.http_port,
             self.mqtt_port,
             self.external_mqtt.clone(),
+            self.token.clone(),
         )
         .await?;
         *self = fresh;

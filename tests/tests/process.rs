@@ -53,6 +53,7 @@ async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
     let db = dir.path().join("c.db");
     let http = free_port()?;
     let mqtt = free_port()?;
+    let token = cli_token(&format!("sqlite://{}", db.display()), "admin", "ops")?;
     let mut child = tokio::process::Command::new(bin_path("roomsense-central")?)
         .args([
             "serve",
@@ -67,7 +68,7 @@ async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    let client = reqwest::Client::new();
+    let client = authed_client(&token)?;
     let base = format!("http://127.0.0.1:{http}");
     wait_for("central ready", DEADLINE, || async {
         let r = client.get(format!("{base}/readyz")).send().await.ok()?;

@@ -36,6 +36,16 @@ pub enum AppError {
         message: String,
     },
     Internal(anyhow::Error),
+    /// 401 with `WWW-Authenticate: Bearer`: no token, or an unknown or revoked one.
+    Unauthorized {
+        code: &'static str,
+        message: String,
+    },
+    /// 403: a valid token whose scope does not allow this.
+    Forbidden {
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl AppError {
@@ -78,6 +88,14 @@ impl<E: Into<anyhow::Error>> From<E> for AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        let challenge = match &self {
+            AppError::Unauthorized { code, .. } => Some(if *code == "missing_token" {
+                "Bearer realm=\"roomsense\"".to_string()
+            } else {
+                "Bearer realm=\"roomsense\", error=\"invalid_token\"".to_string()
+            }),
+            _ => None,
+        };
         let (status, code, message) = match self {
             AppError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message),
             AppError::NotFound { code, message } => (StatusCode::NOT_FOUND, code, message),
@@ -91,6 +109,8 @@ impl IntoResponse for AppError {
             AppError::PayloadTooLarge { code, message } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, code, message)
             }
+            AppError::Unauthorized { code, message } => (StatusCode::UNAUTHORIZED, code, message),
+            AppError::Forbidden { code, message } => (StatusCode::FORBIDDEN, code, message),
             AppError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
                 (
@@ -100,11 +120,17 @@ impl IntoResponse for AppError {
                 )
             }
         };
-        (
+        let mut response = (
             status,
             Json(json!({ "error": { "code": code, "message": message } })),
         )
-            .into_response()
+            .into_response();
+        if let Some(c) = challenge.and_then(|c| axum::http::HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, c);
+        }
+        response
     }
 }
 

@@ -8,6 +8,7 @@ pub mod positions;
 mod postgres;
 mod sql;
 mod sqlite;
+pub mod tokens;
 pub mod training;
 
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod contract_access;
 mod contract_model;
 #[cfg(test)]
 mod contract_positions;
+mod contract_tokens;
 #[cfg(test)]
 mod contract_training;
 
@@ -174,6 +176,7 @@ pub trait Store:
     + model::ModelStore
     + positions::PositionStore
     + training::TrainingStore
+    + tokens::TokenStore
     + Send
     + Sync
     + 'static

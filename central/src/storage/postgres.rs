@@ -76,3 +76,4 @@ super::access::impl_access_store!(PgStore, Postgres);
 super::model::impl_model_store!(PgStore, Postgres, "strpos");
 super::positions::impl_position_store!(PgStore, Postgres);
 super::training::impl_training_store!(PgStore, Postgres);
+super::tokens::impl_token_store!(PgStore, Postgres);

@@ -98,3 +98,4 @@ super::access::impl_access_store!(SqliteStore, Sqlite);
 super::model::impl_model_store!(SqliteStore, Sqlite, "instr");
 super::positions::impl_position_store!(SqliteStore, Sqlite);
 super::training::impl_training_store!(SqliteStore, Sqlite);
+super::tokens::impl_token_store!(SqliteStore, Sqlite);

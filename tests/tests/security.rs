@@ -1,0 +1,281 @@
+//! Bearer tokens over real HTTP: scopes, revocation, open health probes, token management
+//! over REST and the CLI, CORS preflights.
+
+use roomsense_tests::*;
+use serde_json::{json, Value};
+
+async fn status_and_body(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_scopes() {
+    let c = TestCentral::start(CentralOptions::default()).await.unwrap();
+    let anon = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", c.base);
+
+    // Health probes stay open.
+    for p in ["/healthz", "/readyz"] {
+        assert_eq!(anon.get(url(p)).send().await.unwrap().status(), 200, "{p}");
+    }
+
+    // No token → 401 with a challenge and the JSON error; on unknown routes too.
+    for p in ["/api/nodes", "/api/no-such-thing", "/debug/log-level"] {
+        let r = anon.get(url(p)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{p}");
+        assert!(r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        let (_, body) = status_and_body(r).await;
+        assert_eq!(body["error"]["code"], "missing_token", "{p}: {body}");
+    }
+
+    // A wrong token or a wrong scheme → 401.
+    let bad = authed_client("rs_0000").unwrap();
+    let (code, body) = status_and_body(bad.get(url("/api/nodes")).send().await.unwrap()).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let r = anon
+        .get(url("/api/nodes"))
+        .header("authorization", format!("Basic {}", c.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The admin token works.
+    let (code, _) = c.get("/api/nodes").await.unwrap();
+    assert_eq!(code, 200);
+
+    // A read token reads, but cannot write (403) nor reach admin endpoints.
+    let (_, reader) = c.client_with_scope(Scope::Read).await.unwrap();
+    assert_eq!(
+        reader.get(url("/api/nodes")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        reader
+            .head(url("/api/nodes"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = reader
+        .put(url("/api/nodes/pi-1"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (code, body) = status_and_body(r).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (403, Some("read_only_token")),
+        "{body}"
+    );
+    let (code, body) = status_and_body(reader.get(url("/api/tokens")).send().await.unwrap()).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (403, Some("admin_required"))
+    );
+    let r = reader
+        .put(url("/debug/log-level"))
+        .json(&json!({"level": "debug"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Token management over REST (admin).
+    let r = c
+        .http
+        .post(url("/api/tokens"))
+        .json(&json!({"name": "wall display", "scope": "read"}))
+        .send()
+        .await
+        .unwrap();
+    let (code, created) = status_and_body(r).await;
+    assert_eq!(code, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("rs_"));
+    assert_eq!(created["token"]["scope"], "read");
+    let id = created["token"]["id"].as_i64().unwrap();
+    let display = authed_client(&secret).unwrap();
+    assert_eq!(
+        display
+            .get(url("/api/nodes"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let (code, list) = c.get("/api/tokens").await.unwrap();
+    assert_eq!(code, 200);
+    let items = list["items"].as_array().unwrap();
+    let mine = items.iter().find(|t| t["id"] == id).unwrap();
+    assert_eq!(mine["name"], "wall display");
+    assert!(mine.get("secret").is_none() && !list.to_string().contains(&secret));
+    // Its use is recorded (off the request path).
+    wait_for("last_used_at recorded", DEADLINE, || async {
+        let (_, l) = c.get("/api/tokens").await.ok()?;
+        let t = l["items"]
+            .as_array()?
+            .iter()
+            .find(|t| t["id"] == id)?
+            .clone();
+        t["last_used_at"].is_string().then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Bad input names the field.
+    for (body, code) in [
+        (json!({"name": "x", "scope": "root"}), "bad_scope"),
+        (json!({"name": "", "scope": "read"}), "bad_name"),
+        (json!({"name": "x"}), "bad_body"),
+    ] {
+        let r = c
+            .http
+            .post(url("/api/tokens"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, err) = status_and_body(r).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+
+    // Revoked → 401 at once.
+    let r = c
+        .http
+        .delete(url(&format!("/api/tokens/{id}")))
+        .send()
+        .await
+        .unwrap();
+    let (code, revoked) = status_and_body(r).await;
+    assert_eq!(
+        (code, revoked["revoked"].as_bool()),
+        (200, Some(true)),
+        "{revoked}"
+    );
+    let (code, body) = status_and_body(display.get(url("/api/nodes")).send().await.unwrap()).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (401, Some("revoked_token"))
+    );
+    let r = c
+        .http
+        .delete(url("/api/tokens/999999"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.http.delete(url("/api/tokens/abc")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_for_configured_origins_only() {
+    let c = TestCentral::start(CentralOptions {
+        configure: Some(|c| c.http.cors_origins = vec!["https://ops.example.com".into()]),
+        ..CentralOptions::default()
+    })
+    .await
+    .unwrap();
+    let anon = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        anon.request(reqwest::Method::OPTIONS, format!("{}/api/nodes", c.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let r = preflight("https://ops.example.com").await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://ops.example.com"
+    );
+    assert!(r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+    let r = preflight("https://evil.example.net").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // The actual request still needs the token, and carries the CORS header.
+    let r = c
+        .http
+        .get(format!("{}/api/nodes", c.base))
+        .header("origin", "https://ops.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://ops.example.com"
+    );
+}
+
+#[test]
+fn cli_creates_lists_and_revokes_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let secret = cli_token(&db, "read", "grafana").unwrap();
+    let bin = bin_path("roomsense-central").unwrap();
+    let list = || {
+        let out = std::process::Command::new(&bin)
+            .args(["token", "list", "--json", "--database-url", &db])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let l = list();
+    assert_eq!(l[0]["name"], "grafana");
+    assert_eq!(l[0]["scope"], "read");
+    assert!(l[0]["revoked_at_ms"].is_null());
+    assert!(!l.to_string().contains(&secret));
+    let id = l[0]["id"].as_i64().unwrap().to_string();
+    let out = std::process::Command::new(&bin)
+        .args(["token", "revoke", &id, "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(list()[0]["revoked_at_ms"].is_i64());
+    let out = std::process::Command::new(&bin)
+        .args(["token", "revoke", "4242", "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no token with id 4242"));
+    let out = std::process::Command::new(&bin)
+        .args([
+            "token",
+            "create",
+            "--scope",
+            "root",
+            "--name",
+            "x",
+            "--database-url",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
