@@ -19,6 +19,7 @@ mod contract_access;
 mod contract_model;
 #[cfg(test)]
 mod contract_positions;
+#[cfg(test)]
 mod contract_tokens;
 #[cfg(test)]
 mod contract_training;
