@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod ingest;
 pub mod live;
+pub mod live_eval;
 pub mod model;
 pub mod mqtt;
 pub mod occupancy;

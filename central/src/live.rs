@@ -132,8 +132,25 @@ impl MultilatEstimator {
 }
 
 impl LiveEstimator for MultilatEstimator {
+    /// Floor first (vote of the strongest receivers), then the position from the receivers
+    /// of that floor when there are 3 or more: slabs attenuate far more than the extra
+    /// distance accounts for, so other floors' receivers would pull the fit away.
     fn estimate(&self, scan: &[(&str, f32)]) -> Option<Estimate> {
-        multilaterate(&self.anchors, scan, &self.config)
+        let est = multilaterate(&self.anchors, scan, &self.config)?;
+        let on_floor: Vec<(&str, f32)> = scan
+            .iter()
+            .filter(|(id, _)| {
+                self.anchors
+                    .iter()
+                    .any(|a| a.id == *id && a.floor == est.floor)
+            })
+            .copied()
+            .collect();
+        if on_floor.len() >= 3 && on_floor.len() < scan.len() {
+            multilaterate(&self.anchors, &on_floor, &self.config).or(Some(est))
+        } else {
+            Some(est)
+        }
     }
 }
 

@@ -67,14 +67,29 @@ enum TokenCommand {
 #[derive(clap::Args)]
 struct EvalArgs {
     /// Training file (UJIIndoorLoc layout: signal columns + LONGITUDE, LATITUDE, FLOOR, BUILDINGID…).
-    #[arg(long)]
-    train: PathBuf,
+    #[arg(long, required_unless_present = "building")]
+    train: Option<PathBuf>,
     /// Test file, same layout.
-    #[arg(long)]
-    test: PathBuf,
-    /// fingerprint (kNN, hyper-parameters by cross-validation) or multilateration.
-    #[arg(long, default_value = "fingerprint", value_parser = ["fingerprint", "multilateration"])]
+    #[arg(long, required_unless_present = "building")]
+    test: Option<PathBuf>,
+    /// fingerprint (kNN, hyper-parameters by cross-validation), multilateration, or live
+    /// (the server's live pipeline on the simulated `--building`, scored against its truth).
+    #[arg(long, default_value = "fingerprint", value_parser = ["fingerprint", "multilateration", "live"])]
     method: String,
+    /// Building file simulated for `--method live`.
+    #[arg(long)]
+    building: Option<PathBuf>,
+    /// `--method live`: simulator seed of the test run, devices, simulated seconds.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 20)]
+    devices: usize,
+    #[arg(long, default_value_t = 1800)]
+    duration: u64,
+    /// `--method live`: use the building file's path loss and a 10 s window instead of
+    /// fitting them on a calibration run.
+    #[arg(long)]
+    no_calibration: bool,
     /// Emitter positions for multilateration: CSV `id,x,y,floor[,tx_power]`.
     #[arg(long)]
     anchors: Option<PathBuf>,
@@ -130,8 +145,76 @@ fn main() -> ExitCode {
     }
 }
 
+fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use roomsense_central::live_eval::{evaluate_live, SimEvalOptions};
+    let path = args
+        .building
+        .as_ref()
+        .context("--method live needs --building FILE")?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let building = roomsense_common::sim::Building::from_toml_str(&text)
+        .with_context(|| format!("{}", path.display()))?;
+    let opts = SimEvalOptions {
+        seed: args.seed,
+        devices: args.devices,
+        duration_s: args.duration,
+        calibrate: !args.no_calibration,
+        ..SimEvalOptions::default()
+    };
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message("calibrating and simulating");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let r = evaluate_live(
+        &building,
+        roomsense_central::live::LiveConfig::default(),
+        &opts,
+    )?;
+    spinner.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{}: seed {}, {} devices, {} s simulated, window {} ms (calibrated: {})",
+        r.building, r.seed, r.devices, r.duration_s, r.window_ms, opts.calibrate
+    );
+    for (name, s) in [
+        ("walking", &r.walking),
+        ("standing", &r.standing),
+        ("all", &r.all),
+    ] {
+        println!(
+            "{name:>9}: {:>6} estimates, room hit {:.2} %, floor hit {:.2} %, error mean {:.2} m / median {:.2} m / p95 {:.2} m, within radius {:.1} %",
+            s.estimates,
+            s.room_hit_rate * 100.0,
+            s.floor_hit_rate * 100.0,
+            s.mean_error_m,
+            s.median_error_m,
+            s.p95_error_m,
+            s.within_radius * 100.0
+        );
+    }
+    println!(
+        "room changes while standing still (after {} s): {} in {:.0} device-minutes",
+        r.settle_s, r.standing_room_changes, r.standing_device_minutes
+    );
+    println!("elapsed: {} ms", r.elapsed_ms);
+    Ok(())
+}
+
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
     use anyhow::Context;
+    if args.method == "live" {
+        return eval_live(&args);
+    }
+    let (Some(train), Some(test)) = (&args.train, &args.test) else {
+        anyhow::bail!(
+            "--method {} needs --train FILE and --test FILE",
+            args.method
+        );
+    };
     use roomsense_central::positioning::{eval as pe, MultilatConfig, TrainOptions};
     use std::io::BufReader;
     let open = |p: &PathBuf| {
@@ -157,15 +240,10 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {percent:>3}% {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = pe::run_eval(
-        open(&args.train)?,
-        open(&args.test)?,
-        method,
-        &mut |phase, f| {
-            bar.set_message(phase.to_string());
-            bar.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
-        },
-    )?;
+    let report = pe::run_eval(open(train)?, open(test)?, method, &mut |phase, f| {
+        bar.set_message(phase.to_string());
+        bar.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
+    })?;
     bar.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
