@@ -3,6 +3,7 @@
 pub mod error;
 mod events;
 mod history;
+mod live_stream;
 mod locate;
 mod model;
 mod nodes;
@@ -94,6 +95,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(locate::router())
         .merge(occupancy::router())
         .merge(tokens::router())
+        .merge(live_stream::router())
 }
 
 /// The whole HTTP app: every route, the auth layer over `/api/*` and `/debug/*` (see
