@@ -668,28 +668,7 @@ mod tests {
     }
 
     fn to_inputs(events: Vec<SimEvent>) -> Vec<LiveInput> {
-        events
-            .into_iter()
-            .filter_map(|e| match e {
-                SimEvent::Ble {
-                    receiver,
-                    device,
-                    rssi,
-                    at,
-                    ..
-                } => Some(LiveInput::Sighting {
-                    receiver: receiver.as_str().to_string(),
-                    device,
-                    rssi,
-                    at_ms: at.timestamp_millis(),
-                }),
-                SimEvent::Door { door, at, .. } => Some(LiveInput::Door {
-                    door: door.as_str().to_string(),
-                    at_ms: at.timestamp_millis(),
-                }),
-                SimEvent::Wifi { .. } => None,
-            })
-            .collect()
+        crate::live_eval::inputs(events)
     }
 
     /// Noise-free simulated devices are located near their true position, in the right room.

@@ -84,7 +84,7 @@ pub struct SimEvalReport {
 /// How long a device must have been still before a room change counts as a flap.
 const SETTLE_MS: i64 = 15_000;
 
-fn inputs(events: Vec<SimEvent>) -> Vec<LiveInput> {
+pub(crate) fn inputs(events: Vec<SimEvent>) -> Vec<LiveInput> {
     events
         .into_iter()
         .filter_map(|e| match e {
