@@ -136,7 +136,7 @@ impl Default for PositioningConfig {
             building: String::new(),
             kalman: true,
             max_speed_mps: 2.0,
-            window: Duration::from_secs(10),
+            window: Duration::from_secs(2),
             store_interval: Duration::from_secs(1),
             queue_capacity: 100_000,
         }
@@ -539,8 +539,9 @@ building = ""
 # Smooth each device's track (Kalman filter) and clamp it to a walking speed (m/s).
 kalman = true
 max_speed_mps = 2.0
-# RSSI window per device and receiver (outliers rejected, the rest averaged).
-window = "10s"
+# RSSI window per device and receiver (outliers rejected, the rest averaged); 2 s is what
+# calibration on the simulated example building chooses (eval --method live).
+window = "2s"
 # Stored position history: at most one row per device per interval, plus every room change.
 store_interval = "1s"
 # Sightings buffered for the positioning task; when it falls behind, the oldest are

@@ -4,7 +4,7 @@
 //! by receiver, door transitions) and pushes them into a bounded [`LiveQueue`]; it never
 //! blocks. The positioning task ([`run`]) drains the queue, runs the pure [`LiveState`]
 //! (per device: RSSI window → estimator (multilateration by default) → optional Kalman
-//! smoothing → room probabilities → hysteresis tracker gated by door transitions),
+//! smoothing → room probabilities → room filter over the building's doors),
 //! publishes every new estimate on the bus and stores a throttled history in batches.
 //! If the task falls behind, the queue drops its oldest sightings and counts them
 //! (positions are derived data; the readings themselves are stored).
@@ -15,8 +15,8 @@
 use crate::bus::{EventBus, LiveEvent};
 use crate::ingest::IngestStats;
 use crate::positioning::{
-    multilaterate, Anchor, DoorEvent, Estimate, HysteresisConfig, KalmanConfig, KalmanTrack,
-    MultilatConfig, Room, RoomTracker, RssiWindow, WindowConfig,
+    multilaterate, Anchor, DoorEvent, Estimate, KalmanConfig, KalmanTrack, MultilatConfig, Room,
+    RoomFilter, RoomFilterConfig, RoomGraph, RssiWindow, WindowConfig,
 };
 use crate::storage::positions::PositionRecord;
 use crate::storage::{Received, Store, WriteItem};
@@ -37,9 +37,9 @@ pub struct Position {
     pub floor: i32,
     /// Building name (from the building file).
     pub building: String,
-    /// Current room after hysteresis; none before the first estimate placed the device.
+    /// Current room (room filter); none before the first estimate placed the device.
     pub room: Option<String>,
-    /// Probability of `room` for this estimate alone (before hysteresis).
+    /// Probability of `room` for this estimate alone (before the room filter).
     pub room_probability: f32,
     /// 0..1: the estimator's trust in its position.
     pub confidence: f32,
@@ -158,7 +158,7 @@ impl LiveEstimator for MultilatEstimator {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveConfig {
     pub window: WindowConfig,
-    pub hysteresis: HysteresisConfig,
+    pub room: RoomFilterConfig,
     /// Kalman smoothing of each track; none = raw estimates.
     pub kalman: Option<KalmanConfig>,
     /// At most one stored row per device per this long (plus one at every room change).
@@ -171,7 +171,7 @@ impl Default for LiveConfig {
     fn default() -> Self {
         Self {
             window: WindowConfig::default(),
-            hysteresis: HysteresisConfig::default(),
+            room: RoomFilterConfig::default(),
             kalman: Some(KalmanConfig::default()),
             store_interval_ms: 1_000,
             update_interval_ms: 1_000,
@@ -195,7 +195,7 @@ impl LiveConfig {
 /// What one device carries between estimates.
 struct Track {
     window: RssiWindow,
-    room: RoomTracker,
+    room: RoomFilter,
     kalman: Option<KalmanTrack>,
     /// Newest sighting not yet turned into an estimate.
     pending_ms: Option<i64>,
@@ -221,7 +221,7 @@ pub struct LiveOutput {
 pub struct LiveState {
     config: LiveConfig,
     building: String,
-    rooms: Vec<Room>,
+    rooms: RoomGraph,
     estimator: Arc<dyn LiveEstimator>,
     tracks: HashMap<String, Track>,
     latest: HashMap<String, Position>,
@@ -238,20 +238,31 @@ pub struct LiveState {
 pub const FORGET_AFTER_MS: i64 = 60 * 60 * 1000;
 const PRUNE_EVERY_MS: i64 = 60 * 1000;
 
-/// The building's rooms with the ids of their doors, for the room tracker.
+/// The building's rooms with the ids of their passages (doors, and `stairs-N` for the
+/// building's stairs), for the room filter.
 pub fn rooms_of(b: &Building) -> Vec<Room> {
     b.rooms
         .iter()
-        .map(|r| Room {
-            id: r.id.clone(),
-            floor: r.floor,
-            polygon: r.polygon.iter().map(|p| (p[0], p[1])).collect(),
-            doors: b
+        .map(|r| {
+            let mut doors: Vec<String> = b
                 .doors
                 .iter()
                 .filter(|d| d.rooms.iter().any(|x| x == &r.id))
                 .map(|d| d.id.as_str().to_string())
-                .collect(),
+                .collect();
+            doors.extend(
+                b.stairs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.rooms.iter().any(|x| x == &r.id))
+                    .map(|(i, _)| format!("stairs-{i}")),
+            );
+            Room {
+                id: r.id.clone(),
+                floor: r.floor,
+                polygon: r.polygon.iter().map(|p| (p[0], p[1])).collect(),
+                doors,
+            }
         })
         .collect()
 }
@@ -274,7 +285,12 @@ impl LiveState {
         Self {
             config,
             building: building.name.clone(),
-            rooms: rooms_of(building),
+            rooms: RoomGraph::new(rooms_of(building)).with_door_positions(
+                building
+                    .doors
+                    .iter()
+                    .map(|d| (d.id.as_str().to_string(), d.position[0], d.position[1])),
+            ),
             estimator,
             tracks: HashMap::new(),
             latest: HashMap::new(),
@@ -299,7 +315,7 @@ impl LiveState {
             let c = &self.config;
             let t = Track {
                 window: RssiWindow::new(c.window.clone()),
-                room: RoomTracker::new(c.hysteresis.clone()),
+                room: RoomFilter::new(c.room.clone()),
                 kalman: c.kalman.clone().map(KalmanTrack::new),
                 pending_ms: None,
                 located_ms: None,
@@ -335,7 +351,7 @@ impl LiveState {
                             at_ms: *at_ms,
                         },
                     ));
-                    let keep = self.newest_ms - 4 * self.config.hysteresis.door_window_ms;
+                    let keep = self.newest_ms - 4 * self.config.room.door_window_ms;
                     while self.doors.front().is_some_and(|d| d.1.at_ms < keep) {
                         self.doors.pop_front();
                     }
@@ -384,7 +400,9 @@ impl LiveState {
         let doors = std::mem::take(&mut self.doors);
         let store_every = self.config.store_interval_ms;
         let building = self.building.clone();
+        let window_ms = self.config.window.window_ms;
         let t = self.track(device, now_ms);
+        let started_ms = t.started_ms;
         t.pending_ms = None;
         t.window.expire(now_ms);
         let snap = t.window.snapshot(now_ms);
@@ -394,7 +412,12 @@ impl LiveState {
             t.located_ms = Some(now_ms);
             let (x, y, radius, method) = match &mut t.kalman {
                 Some(k) => {
-                    let (x, y, std) = k.update(now_ms, est.x, est.y, est.error_radius_m, est.floor);
+                    // The window's mean RSSI describes where the device was about half a
+                    // window ago: filter at that time, then move on at the track's velocity.
+                    let lag = (window_ms / 2).min((now_ms - started_ms) / 2).max(0);
+                    let at = now_ms - lag;
+                    k.update(at, est.x, est.y, est.error_radius_m, est.floor);
+                    let (x, y, std) = k.ahead(lag).unwrap_or((est.x, est.y, 0.0));
                     // The filter's 1-sigma per axis → a radius holding most of the mass,
                     // never wider than the raw estimate's.
                     let r = ((2.0 * std) as f32).min(est.error_radius_m).max(0.1);
@@ -402,14 +425,18 @@ impl LiveState {
                 }
                 None => (est.x, est.y, est.error_radius_m, est.method.clone()),
             };
-            let probs = crate::positioning::room_probabilities(&rooms, x, y, est.floor, radius);
+            let probs =
+                crate::positioning::room_probabilities(rooms.rooms(), x, y, est.floor, radius);
             for (seq, d) in doors.iter() {
                 if *seq > t.doors_seen {
                     t.room.door_event(d.clone());
                     t.doors_seen = *seq;
                 }
             }
-            let room = t.room.update(now_ms, &probs, &rooms).map(str::to_string);
+            let room = t
+                .room
+                .update(now_ms, &probs, &rooms, Some((x, y)))
+                .map(str::to_string);
             let room_probability = room
                 .as_ref()
                 .and_then(|r| probs.iter().find(|p| &p.0 == r))

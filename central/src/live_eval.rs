@@ -6,7 +6,7 @@
 //! server runs, and every estimate is compared with the simulator's truth.
 
 use crate::live::{LiveConfig, LiveEstimator, LiveInput, LiveState, MultilatEstimator};
-use crate::positioning::fit_path_loss;
+use crate::positioning::{fit_path_loss, RoomFilterConfig};
 use chrono::{DateTime, Duration, Utc};
 use roomsense_common::sim::{Building, DeviceTruth, SimError, SimEvent, SimOptions, Simulator};
 use serde::Serialize;
@@ -41,7 +41,7 @@ impl Default for SimEvalOptions {
             warmup_s: 20,
             step_ms: 250,
             calibrate: true,
-            windows_ms: vec![3_000, 5_000, 8_000, 12_000],
+            windows_ms: vec![1_000, 2_000, 3_000, 5_000, 8_000],
         }
     }
 }
@@ -71,11 +71,15 @@ pub struct SimEvalReport {
     /// Room changes of the estimate while the device stood still for at least
     /// `settle_s` (after arriving), and the standing time those were counted over.
     pub standing_room_changes: usize,
+    /// Of those, changes away from the true room (flaps; the rest are late corrections).
+    pub standing_wrong_room_changes: usize,
     pub standing_device_minutes: f64,
     /// Longest still period (s) and its room changes.
     pub settle_s: u64,
     /// What calibration chose.
     pub window_ms: i64,
+    pub room_filter: RoomFilterConfig,
+    pub kalman_accel_std: Option<f64>,
     /// Per receiver: fitted (rssi_at_1m, exponent).
     pub fitted_receivers: Vec<(String, f32, f32)>,
     pub elapsed_ms: u64,
@@ -179,6 +183,50 @@ pub fn calibrate_receivers(
     Ok(out)
 }
 
+/// One simulator run, recorded: per step its time, the pipeline's inputs and the truth.
+/// Recorded once, replayed through as many pipeline configurations as calibration tries.
+pub struct Recording {
+    steps: Vec<(i64, Vec<LiveInput>, HashMap<String, DeviceTruth>)>,
+}
+
+impl Recording {
+    pub fn run(
+        b: &Building,
+        seed: u64,
+        devices: usize,
+        duration_s: u64,
+        step_ms: i64,
+    ) -> Result<Self, SimError> {
+        let mut s = sim(b, seed, devices)?;
+        let n = (duration_s as i64 * 1000) / step_ms;
+        let mut steps = Vec::with_capacity(n.max(0) as usize);
+        for k in 1..=n {
+            let now_ms = k * step_ms;
+            let events = s.step(start() + Duration::milliseconds(now_ms));
+            let truth = s
+                .truth()
+                .into_iter()
+                .map(|t| (t.device.clone(), t))
+                .collect();
+            steps.push((now_ms, inputs(events), truth));
+        }
+        Ok(Self { steps })
+    }
+}
+
+/// Scores of one replay.
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    pub walking: ErrorStats,
+    pub standing: ErrorStats,
+    pub all: ErrorStats,
+    /// Room changes of devices standing still (after `SETTLE_MS`)…
+    pub standing_changes: usize,
+    /// …of which away from the true room (flaps; the others are late corrections).
+    pub standing_wrong_changes: usize,
+    pub standing_minutes: f64,
+}
+
 /// Runs `b`'s simulator with `seed` through a fresh live pipeline and scores it.
 pub fn score(
     b: &Building,
@@ -188,8 +236,19 @@ pub fn score(
     devices: usize,
     duration_s: u64,
     opts: &SimEvalOptions,
-) -> Result<(ErrorStats, ErrorStats, ErrorStats, usize, f64), SimError> {
-    let mut s = sim(b, seed, devices)?;
+) -> Result<Scores, SimError> {
+    let rec = Recording::run(b, seed, devices, duration_s, opts.step_ms)?;
+    Ok(replay(b, &rec, config, estimator, opts))
+}
+
+/// Replays a recording through a fresh live pipeline and scores every estimate.
+pub fn replay(
+    b: &Building,
+    rec: &Recording,
+    config: LiveConfig,
+    estimator: Arc<dyn LiveEstimator>,
+    opts: &SimEvalOptions,
+) -> Scores {
     let mut live = LiveState::with_estimator(b, config, estimator);
     let mut walking = Vec::new();
     let mut standing = Vec::new();
@@ -197,18 +256,12 @@ pub fn score(
     let mut still_since: HashMap<String, i64> = HashMap::new();
     let mut last_room: HashMap<String, Option<String>> = HashMap::new();
     let mut flaps = 0;
+    let mut wrong = 0;
     let mut standing_ms = 0i64;
-    let steps = (duration_s as i64 * 1000) / opts.step_ms;
     let warmup = opts.warmup_s as i64 * 1000;
-    for k in 1..=steps {
-        let now_ms = k * opts.step_ms;
-        let events = s.step(start() + Duration::milliseconds(now_ms));
-        let out = live.apply(&inputs(events));
-        let truth: HashMap<String, DeviceTruth> = s
-            .truth()
-            .into_iter()
-            .map(|t| (t.device.clone(), t))
-            .collect();
+    for (now_ms, inputs, truth) in &rec.steps {
+        let now_ms = *now_ms;
+        let out = live.apply(inputs);
         for t in truth.values() {
             if t.moving {
                 still_since.remove(&t.device);
@@ -241,6 +294,9 @@ pub fn score(
                 .is_some_and(|&since| now_ms - since >= SETTLE_MS);
             if settled && last_room.get(&p.device).is_some_and(|r| r != &p.room) {
                 flaps += 1;
+                if p.room != t.room {
+                    wrong += 1;
+                }
             }
             last_room.insert(p.device.clone(), p.room.clone());
             if t.moving {
@@ -252,13 +308,14 @@ pub fn score(
     }
     let mut all = walking.clone();
     all.extend(standing.iter().copied());
-    Ok((
-        stats(walking),
-        stats(standing),
-        stats(all),
-        flaps,
-        standing_ms as f64 / 60_000.0,
-    ))
+    Scores {
+        walking: stats(walking),
+        standing: stats(standing),
+        all: stats(all),
+        standing_changes: flaps,
+        standing_wrong_changes: wrong,
+        standing_minutes: standing_ms as f64 / 60_000.0,
+    }
 }
 
 fn stats(mut rows: Vec<(f64, bool, bool, bool)>) -> ErrorStats {
@@ -282,6 +339,27 @@ fn stats(mut rows: Vec<(f64, bool, bool, bool)>) -> ErrorStats {
     }
 }
 
+/// Room filter settings calibration tries around `base`.
+fn room_filter_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
+    let mut out = Vec::new();
+    for pass_rate in [0.002, 0.01] {
+        for door_pass_rate in [0.5, 3.0, 10.0] {
+            for switch_ratio in [1.0, 3.0] {
+                for min_likelihood in [0.02, 0.1, 0.3] {
+                    out.push(RoomFilterConfig {
+                        pass_rate,
+                        door_pass_rate,
+                        switch_ratio,
+                        min_likelihood,
+                        ..base.clone()
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Calibrate (optional), then score the test run.
 pub fn evaluate_live(
     building: &Building,
@@ -301,30 +379,56 @@ pub fn evaluate_live(
             opts.calibration_s,
             opts.step_ms,
         )?;
-        let mut best: Option<(f64, i64)> = None;
+        let rec = Recording::run(
+            &b,
+            cal_seed.wrapping_add(1),
+            opts.devices,
+            opts.calibration_s,
+            opts.step_ms,
+        )?;
+        let estimator: Arc<dyn LiveEstimator> = Arc::new(MultilatEstimator::for_building(&b));
+        // Window length and track smoothing: the smallest position error.
+        let mut best: Option<(f64, LiveConfig)> = None;
         for &w in &opts.windows_ms {
-            let mut c = config.clone();
-            c.window.window_ms = w;
-            let (walk, stand, _, _, _) = score(
-                &b,
-                c,
-                Arc::new(MultilatEstimator::for_building(&b)),
-                cal_seed.wrapping_add(1),
-                opts.devices,
-                opts.calibration_s,
-                opts,
-            )?;
-            let cost = walk.median_error_m + stand.median_error_m;
-            if best.is_none_or(|(c, _)| cost < c) {
-                best = Some((cost, w));
+            for accel in [0.3, 0.8, 2.0] {
+                let mut c = config.clone();
+                c.window.window_ms = w;
+                if let Some(k) = &mut c.kalman {
+                    k.accel_std = accel;
+                } else if accel != 0.8 {
+                    continue;
+                }
+                let r = replay(&b, &rec, c.clone(), estimator.clone(), opts);
+                let cost = r.walking.median_error_m + r.standing.median_error_m;
+                if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+                    best = Some((cost, c));
+                }
             }
         }
-        if let Some((_, w)) = best {
-            config.window.window_ms = w;
+        if let Some((_, c)) = best {
+            config = c;
+        }
+        // Room filter: the most estimates in the right room, a room change of a device
+        // standing still costing as much as 5 % wrong estimates per still minute.
+        let mut best: Option<(f64, RoomFilterConfig)> = None;
+        for room in room_filter_grid(&config.room) {
+            let mut c = config.clone();
+            c.room = room.clone();
+            let r = replay(&b, &rec, c, estimator.clone(), opts);
+            let cost = (1.0 - r.all.room_hit_rate)
+                + 0.05 * r.standing_changes as f64 / r.standing_minutes.max(1.0);
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, room));
+            }
+        }
+        if let Some((_, room)) = best {
+            config.room = room;
         }
     }
     let window_ms = config.window.window_ms;
-    let (walking, standing, all, flaps, minutes) = score(
+    let room_filter = config.room.clone();
+    let kalman_accel_std = config.kalman.as_ref().map(|k| k.accel_std);
+    let r = score(
         &b,
         config,
         Arc::new(MultilatEstimator::for_building(&b)),
@@ -338,13 +442,16 @@ pub fn evaluate_live(
         seed: opts.seed,
         devices: opts.devices,
         duration_s: opts.duration_s,
-        walking,
-        standing,
-        all,
-        standing_room_changes: flaps,
-        standing_device_minutes: minutes,
+        walking: r.walking,
+        standing: r.standing,
+        all: r.all,
+        standing_room_changes: r.standing_changes,
+        standing_wrong_room_changes: r.standing_wrong_changes,
+        standing_device_minutes: r.standing_minutes,
         settle_s: (SETTLE_MS / 1000) as u64,
         window_ms,
+        room_filter,
+        kalman_accel_std,
         fitted_receivers: b
             .receivers
             .iter()

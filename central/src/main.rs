@@ -180,6 +180,14 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         "{}: seed {}, {} devices, {} s simulated, window {} ms (calibrated: {})",
         r.building, r.seed, r.devices, r.duration_s, r.window_ms, opts.calibrate
     );
+    println!(
+        "room filter: pass rate {}/s, door pass rate {}/s, switch ratio {}, likelihood floor {}; Kalman acceleration σ {:?} m/s²",
+        r.room_filter.pass_rate,
+        r.room_filter.door_pass_rate,
+        r.room_filter.switch_ratio,
+        r.room_filter.min_likelihood,
+        r.kalman_accel_std
+    );
     for (name, s) in [
         ("walking", &r.walking),
         ("standing", &r.standing),
@@ -197,8 +205,8 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "room changes while standing still (after {} s): {} in {:.0} device-minutes",
-        r.settle_s, r.standing_room_changes, r.standing_device_minutes
+        "room changes while standing still (after {} s): {} in {:.0} device-minutes, {} of them away from the true room",
+        r.settle_s, r.standing_room_changes, r.standing_device_minutes, r.standing_wrong_room_changes
     );
     println!("elapsed: {} ms", r.elapsed_ms);
     Ok(())

@@ -445,6 +445,9 @@ pub struct CentralProc {
     pub http: reqwest::Client,
     /// Admin token created with the CLI before the first start (kept across restarts).
     pub token: String,
+    /// Extra environment (config overrides such as `ROOMSENSE__POSITIONING__BUILDING`),
+    /// kept across restarts.
+    pub env: Vec<(String, String)>,
 }
 
 impl CentralProc {
@@ -461,7 +464,22 @@ impl CentralProc {
             "admin",
             "test-harness",
         )?;
-        Self::start_with_token(db, http_port, mqtt_port, external_mqtt, token).await
+        Self::start_with_token(db, http_port, mqtt_port, external_mqtt, token, Vec::new()).await
+    }
+
+    /// Like [`CentralProc::start`] with extra environment variables (config overrides).
+    pub async fn start_with_env(
+        db: PathBuf,
+        http_port: u16,
+        mqtt_port: u16,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
+        let token = cli_token(
+            &format!("sqlite://{}", db.display()),
+            "admin",
+            "test-harness",
+        )?;
+        Self::start_with_token(db, http_port, mqtt_port, None, token, env).await
     }
 
     async fn start_with_token(
@@ -470,6 +488,7 @@ impl CentralProc {
         mqtt_port: u16,
         external_mqtt: Option<String>,
         token: String,
+        env: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
         let mut cmd = std::process::Command::new(bin_path("roomsense-central")?);
         cmd.arg("serve")
@@ -484,6 +503,7 @@ impl CentralProc {
         if let Some(url) = &external_mqtt {
             cmd.arg("--mqtt-url").arg(url);
         }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut c = Self {
             proc: Proc::spawn("roomsense-central", cmd)?,
             http_port,
@@ -492,6 +512,7 @@ impl CentralProc {
             external_mqtt,
             http: authed_client(&token)?,
             token,
+            env,
         };
         c.wait_ready().await?;
         Ok(c)
@@ -531,6 +552,7 @@ impl CentralProc {
             self.mqtt_port,
             self.external_mqtt.clone(),
             self.token.clone(),
+            self.env.clone(),
         )
         .await?;
         *self = fresh;
@@ -630,7 +652,7 @@ impl SimPlan {
         }
     }
 
-    fn options(&self) -> roomsense_common::sim::SimOptions {
+    pub fn options(&self) -> roomsense_common::sim::SimOptions {
         roomsense_common::sim::SimOptions {
             start: self.start,
             devices: self.devices,

@@ -60,7 +60,7 @@ pub struct PositionView {
     pub y: f64,
     pub floor: i32,
     pub building: String,
-    /// Current room (after hysteresis), if any.
+    /// Current room (after the room filter), if any.
     pub room: Option<String>,
     /// The room differs from the previous stored row (history only).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -16,15 +16,20 @@ pub struct KalmanConfig {
     pub reset_after_ms: i64,
     /// Measurement standard deviation used when an estimate has no usable radius (m).
     pub default_measurement_std: f64,
+    /// Normalised innovation (χ², 2 degrees of freedom) above which the covariance is
+    /// inflated (a manoeuvre); 0 = never. 9.2 is the 99 % point.
+    pub manoeuvre_gate: f64,
 }
 
 impl Default for KalmanConfig {
     fn default() -> Self {
+        // accel_std: what calibration on the simulator chooses (BENCHMARKS.md).
         Self {
-            accel_std: 0.8,
+            accel_std: 0.3,
             max_speed_mps: 2.0,
             reset_after_ms: 30_000,
             default_measurement_std: 3.0,
+            manoeuvre_gate: 4.0,
         }
     }
 }
@@ -129,6 +134,19 @@ impl KalmanTrack {
         let q = c.accel_std * c.accel_std;
         self.x.predict(dt, q);
         self.y.predict(dt, q);
+        // Manoeuvre: an innovation far outside what the filter expects (a device that
+        // starts walking after standing still) inflates the covariance, so the track
+        // catches up instead of lagging behind at the old velocity.
+        let nis = (x - self.x.pos).powi(2) / (self.x.p00 + r)
+            + (y - self.y.pos).powi(2) / (self.y.p00 + r);
+        if c.manoeuvre_gate > 0.0 && nis > c.manoeuvre_gate {
+            let f = nis / c.manoeuvre_gate;
+            for a in [&mut self.x, &mut self.y] {
+                a.p00 *= f;
+                a.p01 *= f;
+                a.p11 *= f;
+            }
+        }
         self.x.update(x, r);
         self.y.update(y, r);
         // Clamp velocity and the movement since the last output to walking speed.
@@ -148,6 +166,19 @@ impl KalmanTrack {
         }
         self.last_ms = Some(at_ms.max(last));
         (self.x.pos, self.y.pos, self.x.p00.max(self.y.p00).sqrt())
+    }
+
+    /// The smoothed position `ahead_ms` after the last update, moved on at the track's
+    /// velocity, and its standard deviation (grows with the velocity's uncertainty).
+    pub fn ahead(&self, ahead_ms: i64) -> Option<(f64, f64, f64)> {
+        self.last_ms?;
+        let dt = ahead_ms.max(0) as f64 / 1000.0;
+        let var = |a: &Axis| a.p00 + 2.0 * dt * a.p01 + dt * dt * a.p11;
+        Some((
+            self.x.pos + self.x.vel * dt,
+            self.y.pos + self.y.vel * dt,
+            var(&self.x).max(var(&self.y)).max(0.0).sqrt(),
+        ))
     }
 
     /// Last smoothed position, if any.

@@ -8,7 +8,7 @@
 //!   cross-validation in [`train`].
 //! * [`multilat`] is log-distance multilateration against anchors at known positions.
 //! * [`window`] keeps a sliding, outlier-filtered RSSI window per emitter/receiver.
-//! * [`room`] maps an estimate to rooms, with a hysteresis tracker gated by doors.
+//! * [`room`] maps an estimate to rooms, with a room filter over the doors between them.
 //! * [`kalman`] smooths a 2D track with a walking-speed clamp.
 //! * [`eval`] measures a model on a test set ([`run_eval`] is the whole flow).
 
@@ -34,7 +34,9 @@ pub use kalman::{KalmanConfig, KalmanTrack};
 pub use multilat::{
     fit_path_loss, multilaterate, rssi_to_distance, solve, Anchor, MultilatConfig, Observation,
 };
-pub use room::{room_at, room_probabilities, DoorEvent, HysteresisConfig, Room, RoomTracker};
+pub use room::{
+    room_at, room_probabilities, DoorEvent, Room, RoomFilter, RoomFilterConfig, RoomGraph,
+};
 pub use uji::{read_uji, UjiError};
 pub use window::{RssiWindow, WindowConfig};
 

@@ -1,7 +1,9 @@
 //! Rooms as polygons: point-in-polygon lookup, per-room probabilities of an estimate, and
-//! a hysteresis tracker so a device near a wall does not flap between rooms.
+//! a room filter over the passages between rooms so a device near a wall does not flap
+//! between rooms while one that walks through a door switches at once.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Room {
@@ -121,126 +123,274 @@ pub fn room_probabilities(
     out
 }
 
-/// A door opened or closed at `at_ms`.
+/// A door contact's transition (evidence that someone passed that door).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DoorEvent {
     pub door: String,
     pub at_ms: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HysteresisConfig {
-    /// Another room must beat the current one by this much probability...
-    pub margin: f32,
-    /// ...continuously for this long before the tracker switches.
-    pub dwell_ms: i64,
-    /// Barrier after a door event on one of the current room's doors.
-    pub door_margin: f32,
-    pub door_dwell_ms: i64,
-    /// How long a door event lowers the barrier (before and after it, for clock skew).
-    pub door_window_ms: i64,
+/// The rooms and the passages between them: two rooms that list the same door (or
+/// stairs) id are joined by it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoomGraph {
+    rooms: Vec<Room>,
+    /// Per room: `(neighbour index, passage id)`.
+    links: Vec<Vec<(usize, String)>>,
+    /// Where each door is (plan metres), when known: a door event only counts for the
+    /// devices near it.
+    door_at: HashMap<String, (f64, f64)>,
 }
 
-impl Default for HysteresisConfig {
-    fn default() -> Self {
+impl RoomGraph {
+    pub fn new(rooms: Vec<Room>) -> Self {
+        let mut links = vec![Vec::new(); rooms.len()];
+        for (i, a) in rooms.iter().enumerate() {
+            for (j, b) in rooms.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                for d in &a.doors {
+                    if b.doors.contains(d) {
+                        links[i].push((j, d.clone()));
+                    }
+                }
+            }
+        }
         Self {
-            margin: 0.25,
-            dwell_ms: 8_000,
-            door_margin: 0.05,
-            door_dwell_ms: 1_000,
-            door_window_ms: 15_000,
+            rooms,
+            links,
+            door_at: HashMap::new(),
+        }
+    }
+
+    /// Adds the doors' positions: a door event is then evidence only for devices within
+    /// `RoomFilterConfig::door_radius_m` of the door.
+    pub fn with_door_positions(
+        mut self,
+        doors: impl IntoIterator<Item = (String, f64, f64)>,
+    ) -> Self {
+        self.door_at = doors.into_iter().map(|(id, x, y)| (id, (x, y))).collect();
+        self
+    }
+
+    pub fn rooms(&self) -> &[Room] {
+        &self.rooms
+    }
+
+    /// `(neighbour id, passage id)` of `room`.
+    pub fn neighbours(&self, room: &str) -> Vec<(&str, &str)> {
+        self.rooms
+            .iter()
+            .position(|r| r.id == room)
+            .map(|i| {
+                self.links[i]
+                    .iter()
+                    .map(|(j, d)| (self.rooms[*j].id.as_str(), d.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Parameters of the [`RoomFilter`]. Rates are per second.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoomFilterConfig {
+    /// Rate of walking through one passage of the current room with no door signal
+    /// (passages without a contact, stairs, or a door held open).
+    pub pass_rate: f64,
+    /// Rate of walking through a door whose contact reported a transition within
+    /// `door_window_ms`.
+    pub door_pass_rate: f64,
+    /// Rate of turning up in a room not joined to the current one (lets the filter recover
+    /// from a missed passage or a wrong start).
+    pub jump_rate: f64,
+    pub door_window_ms: i64,
+    /// A door event counts for a device estimated within this distance of the door (m).
+    pub door_radius_m: f64,
+    /// Smallest likelihood a room gets from one estimate: the estimate itself may be off.
+    pub min_likelihood: f64,
+    /// The reported room changes only when another room's belief is this many times the
+    /// reported room's.
+    pub switch_ratio: f64,
+}
+
+impl Default for RoomFilterConfig {
+    fn default() -> Self {
+        // What calibration on the simulator chooses (`eval --method live`, BENCHMARKS.md).
+        Self {
+            pass_rate: 0.002,
+            door_pass_rate: 0.5,
+            jump_rate: 0.001,
+            door_window_ms: 10_000,
+            door_radius_m: 3.0,
+            min_likelihood: 0.3,
+            switch_ratio: 3.0,
         }
     }
 }
 
-/// Current room of one device with hysteresis.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RoomTracker {
-    pub config: HysteresisConfig,
-    current: Option<String>,
-    /// Room that currently beats `current`, and since when.
-    challenger: Option<(String, i64)>,
+/// Which room a device is in: a discrete Bayes (hidden Markov) filter over the rooms.
+///
+/// Between two estimates a device stays in its room or walks through one of the room's
+/// passages; a door contact that just reported a transition makes walking through that
+/// door far more likely, a jump to a room that is not joined is rare. Each estimate's
+/// room probabilities are the evidence. A device standing at a wall sees evidence for
+/// both rooms, but without a passage event the prior keeps it where it is; a device that
+/// walks through a door switches within one or two estimates.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoomFilter {
+    pub config: RoomFilterConfig,
+    belief: Vec<f64>,
+    current: Option<usize>,
+    last_ms: Option<i64>,
     doors: Vec<DoorEvent>,
 }
 
-impl RoomTracker {
-    pub fn new(config: HysteresisConfig) -> Self {
+impl RoomFilter {
+    pub fn new(config: RoomFilterConfig) -> Self {
         Self {
             config,
             ..Self::default()
         }
     }
 
-    pub fn current(&self) -> Option<&str> {
-        self.current.as_deref()
-    }
-
-    /// Record a door transition (any door; only the current room's doors matter).
+    /// A door transition (any door; only those of passages of likely rooms matter).
     pub fn door_event(&mut self, event: DoorEvent) {
         self.doors.push(event);
-        // Keep the list short: only recent events can matter.
         if self.doors.len() > 32 {
             self.doors.remove(0);
         }
     }
 
-    fn door_recent(&self, rooms: &[Room], now_ms: i64) -> bool {
-        let Some(cur) = &self.current else {
-            return false;
-        };
-        let Some(room) = rooms.iter().find(|r| &r.id == cur) else {
-            return false;
-        };
+    fn door_recent(&self, door: &str, now_ms: i64) -> bool {
         let w = self.config.door_window_ms;
         self.doors
             .iter()
-            .any(|d| room.doors.contains(&d.door) && (now_ms - d.at_ms).abs() <= w)
+            .any(|d| d.door == door && (now_ms - d.at_ms).abs() <= w)
     }
 
-    /// Feed the room probabilities of a new estimate; returns the (possibly unchanged)
-    /// current room. The first estimate sets the room at once.
-    pub fn update(&mut self, now_ms: i64, probs: &[(String, f32)], rooms: &[Room]) -> Option<&str> {
-        let best = probs
+    /// Whether `door` is close enough to `at` for its events to count (unknown door
+    /// position or unknown device position: yes).
+    fn door_near(&self, graph: &RoomGraph, door: &str, at: Option<(f64, f64)>) -> bool {
+        match (graph.door_at.get(door), at) {
+            (Some(&(dx, dy)), Some((x, y))) => (x - dx).hypot(y - dy) <= self.config.door_radius_m,
+            _ => true,
+        }
+    }
+
+    /// Belief of each room (same order as the graph's rooms), after the last update.
+    pub fn belief(&self) -> &[f64] {
+        &self.belief
+    }
+
+    /// Feeds one estimate's room probabilities at `now_ms` (and the estimated position,
+    /// when known, for the door events); returns the reported room.
+    pub fn update<'g>(
+        &mut self,
+        now_ms: i64,
+        probs: &[(String, f32)],
+        graph: &'g RoomGraph,
+        at: Option<(f64, f64)>,
+    ) -> Option<&'g str> {
+        let n = graph.rooms.len();
+        if n == 0 {
+            return None;
+        }
+        let c = &self.config;
+        let lik: Vec<f64> = graph
+            .rooms
             .iter()
-            .filter(|p| p.1.is_finite())
-            .fold(None::<&(String, f32)>, |b, p| match b {
-                Some(b) if b.1 > p.1 || (b.1 == p.1 && b.0 <= p.0) => Some(b),
-                _ => Some(p),
-            });
-        let Some(cur) = self.current.clone() else {
-            self.current = best.filter(|b| b.1 > 0.0).map(|b| b.0.clone());
-            return self.current.as_deref();
-        };
-        let p_cur = probs.iter().find(|p| p.0 == cur).map_or(0.0, |p| p.1);
-        let challenger = probs.iter().filter(|p| p.0 != cur && p.1.is_finite()).fold(
-            None::<&(String, f32)>,
-            |b, p| match b {
-                Some(b) if b.1 > p.1 || (b.1 == p.1 && b.0 <= p.0) => Some(b),
-                _ => Some(p),
-            },
-        );
-        let (margin, dwell) = if self.door_recent(rooms, now_ms) {
-            (self.config.door_margin, self.config.door_dwell_ms)
-        } else {
-            (self.config.margin, self.config.dwell_ms)
-        };
-        match challenger {
-            Some((id, p)) if p - p_cur > margin => {
-                let since = match &self.challenger {
-                    Some((c, since)) if c == id => *since,
-                    _ => now_ms,
-                };
-                if now_ms - since >= dwell {
-                    self.current = Some(id.clone());
-                    self.challenger = None;
+            .map(|r| {
+                let p = probs
+                    .iter()
+                    .find(|p| p.0 == r.id)
+                    .map_or(0.0, |p| f64::from(p.1));
+                if p.is_finite() {
+                    p.max(c.min_likelihood)
                 } else {
-                    self.challenger = Some((id.clone(), since));
+                    c.min_likelihood
+                }
+            })
+            .collect();
+        if probs.is_empty() {
+            // No evidence: nothing to update.
+            return self.current.map(|i| graph.rooms[i].id.as_str());
+        }
+        if self.belief.len() != n || self.last_ms.is_none() {
+            // First estimate: its own probabilities (the likelihood floor is for updates).
+            self.belief = graph
+                .rooms
+                .iter()
+                .map(|r| {
+                    probs
+                        .iter()
+                        .find(|p| p.0 == r.id && p.1.is_finite())
+                        .map_or(0.0, |p| f64::from(p.1))
+                        .max(0.01)
+                })
+                .collect();
+            self.current = None;
+        } else {
+            let dt = ((now_ms - self.last_ms.unwrap_or(now_ms)).max(0) as f64 / 1000.0).min(600.0);
+            let mut next = vec![0.0; n];
+            let mut total = 0.0;
+            // Mass that jumps to any room, spread evenly.
+            let mut jump = 0.0;
+            for i in 0..n {
+                let b = self.belief[i];
+                let rate = |d: &str| {
+                    if self.door_recent(d, now_ms) && self.door_near(graph, d, at) {
+                        c.door_pass_rate
+                    } else {
+                        c.pass_rate
+                    }
+                };
+                let out_rate: f64 =
+                    graph.links[i].iter().map(|(_, d)| rate(d)).sum::<f64>() + c.jump_rate;
+                let leave = 1.0 - (-out_rate * dt).exp();
+                next[i] += b * (1.0 - leave);
+                if out_rate > 0.0 {
+                    for (j, d) in &graph.links[i] {
+                        next[*j] += b * leave * rate(d) / out_rate;
+                    }
+                    jump += b * leave * c.jump_rate / out_rate / n as f64;
                 }
             }
-            _ => self.challenger = None,
+            for v in next.iter_mut() {
+                *v += jump;
+            }
+            for (v, l) in next.iter_mut().zip(&lik) {
+                *v *= l;
+                total += *v;
+            }
+            if total > 0.0 && total.is_finite() {
+                for v in next.iter_mut() {
+                    *v /= total;
+                }
+                self.belief = next;
+            } else {
+                self.belief = lik.clone();
+            }
         }
-        self.current.as_deref()
+        let total: f64 = self.belief.iter().sum();
+        for v in self.belief.iter_mut() {
+            *v = (*v / total).max(1e-12);
+        }
+        self.last_ms = Some(self.last_ms.map_or(now_ms, |l| l.max(now_ms)));
+        let best = (0..n).fold(0, |b, i| {
+            if self.belief[i] > self.belief[b] {
+                i
+            } else {
+                b
+            }
+        });
+        self.current = match self.current {
+            Some(cur) if self.belief[best] < c.switch_ratio * self.belief[cur] => Some(cur),
+            _ => Some(best),
+        };
+        self.current.map(|i| graph.rooms[i].id.as_str())
     }
 }
 
@@ -301,47 +451,111 @@ mod tests {
     }
 
     #[test]
+    fn graph_joins_rooms_by_shared_doors() {
+        let mut r = rooms();
+        r[0].doors.push("a-b".into());
+        r[1].doors.push("a-b".into());
+        let g = RoomGraph::new(r);
+        assert_eq!(g.neighbours("a"), vec![("b", "a-b")]);
+        assert_eq!(g.neighbours("b"), vec![("a", "a-b")]);
+        assert!(g.neighbours("nowhere").is_empty());
+    }
+
+    fn joined() -> RoomGraph {
+        let mut r = rooms();
+        r[0].doors.push("a-b".into());
+        r[1].doors.push("a-b".into());
+        RoomGraph::new(r)
+    }
+
+    #[test]
     fn standing_still_at_a_wall_does_not_flap() {
-        let r = rooms();
-        let mut t = RoomTracker::new(HysteresisConfig::default());
+        let g = joined();
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
         let mut changes = 0;
         let mut last = None;
         for i in 0..600i64 {
-            // Jitter of +-0.8 m around the wall at x = 5, deterministic pseudo-noise.
+            // Jitter of +-0.8 m around the wall at x = 5.3, deterministic pseudo-noise.
             let noise = ((i * 7919 % 101) as f64 / 100.0 - 0.5) * 1.6;
-            let p = room_probabilities(&r, 5.0 + noise, 2.0, 0, 3.0);
-            let now = t.update(i * 500, &p, &r).map(str::to_string);
+            let p = room_probabilities(g.rooms(), 5.3 + noise, 2.0, 0, 3.0);
+            let now = t.update(i * 500, &p, &g, None).map(str::to_string);
             if last.is_some() && now != last {
                 changes += 1;
             }
             last = now;
         }
-        assert_eq!(changes, 0);
+        assert!(changes <= 1, "{changes} room changes");
     }
 
     #[test]
-    fn real_move_switches_and_door_speeds_it_up() {
-        let r = rooms();
-        let in_a = room_probabilities(&r, 2.0, 2.0, 0, 1.0);
-        let in_b = room_probabilities(&r, 8.0, 2.0, 0, 1.0);
-        let mut t = RoomTracker::new(HysteresisConfig::default());
-        assert_eq!(t.update(0, &in_a, &r), Some("a"));
-        assert_eq!(t.update(1_000, &in_b, &r), Some("a"));
-        assert_eq!(t.update(5_000, &in_b, &r), Some("a"));
-        assert_eq!(t.update(9_000, &in_b, &r), Some("b"));
-        // Back to a through one of b's doors: the barrier is lower.
+    fn real_move_switches_and_a_door_event_speeds_it_up() {
+        let g = joined();
+        let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
+        let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
+        // Without a door event: the evidence has to persist.
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        assert_eq!(t.update(0, &in_a, &g, None), Some("a"));
+        assert_eq!(t.update(1_000, &in_b, &g, None), Some("a"));
+        let mut at = 1_000;
+        while t.update(at, &in_b, &g, None) == Some("a") {
+            at += 1_000;
+            assert!(at < 30_000, "never switched");
+        }
+        assert!(at >= 2_000, "switched on one estimate without a door");
+        // With the door between them just reported: one or two estimates.
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        assert_eq!(t.update(0, &in_a, &g, None), Some("a"));
+        t.door_event(DoorEvent {
+            door: "a-b".into(),
+            at_ms: 500,
+        });
+        t.update(1_000, &in_b, &g, None);
+        assert_eq!(t.update(2_000, &in_b, &g, None), Some("b"));
+        // A door of another room does not help.
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        assert_eq!(t.update(0, &in_a, &g, None), Some("a"));
         t.door_event(DoorEvent {
             door: "door-b".into(),
-            at_ms: 9_500,
+            at_ms: 500,
         });
-        assert_eq!(t.update(10_000, &in_a, &r), Some("b"));
-        assert_eq!(t.update(11_000, &in_a, &r), Some("a"));
-        // A door of another room does not lower the barrier.
-        t.door_event(DoorEvent {
-            door: "door-b".into(),
-            at_ms: 11_500,
-        });
-        assert_eq!(t.update(12_000, &in_b, &r), Some("a"));
-        assert_eq!(t.update(13_500, &in_b, &r), Some("a"));
+        assert_eq!(t.update(1_000, &in_b, &g, None), Some("a"));
+        assert_eq!(t.update(2_000, &in_b, &g, None), Some("a"));
+    }
+
+    #[test]
+    fn a_door_event_counts_only_for_devices_near_that_door() {
+        let g = joined().with_door_positions([("a-b".to_string(), 5.0, 2.0)]);
+        let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
+        let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
+        let event = DoorEvent {
+            door: "a-b".into(),
+            at_ms: 500,
+        };
+        // Near the door: the event makes the switch quick.
+        let mut near = RoomFilter::new(RoomFilterConfig::default());
+        near.update(0, &in_a, &g, Some((4.5, 2.0)));
+        near.door_event(event.clone());
+        near.update(1_000, &in_b, &g, Some((5.5, 2.0)));
+        assert_eq!(near.update(2_000, &in_b, &g, Some((6.0, 2.0))), Some("b"));
+        // 10 m away (a wild estimate): the same event is no evidence for this device.
+        let mut far = RoomFilter::new(RoomFilterConfig::default());
+        far.update(0, &in_a, &g, Some((2.0, 12.0)));
+        far.door_event(event);
+        far.update(1_000, &in_b, &g, Some((8.0, 12.0)));
+        assert_eq!(far.update(2_000, &in_b, &g, Some((8.0, 12.0))), Some("a"));
+    }
+
+    #[test]
+    fn no_evidence_and_no_rooms_are_handled() {
+        let g = joined();
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        assert_eq!(t.update(0, &[], &g, None), None);
+        let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
+        assert_eq!(t.update(1, &in_a, &g, None), Some("a"));
+        assert_eq!(t.update(2, &[], &g, None), Some("a"));
+        let empty = RoomGraph::new(Vec::new());
+        assert_eq!(RoomFilter::default().update(0, &in_a, &empty, None), None);
+        let sum: f64 = t.belief().iter().sum();
+        assert!((sum - 1.0).abs() < 1e-6);
     }
 }

@@ -21,7 +21,7 @@ pub struct WindowConfig {
 impl Default for WindowConfig {
     fn default() -> Self {
         Self {
-            window_ms: 10_000,
+            window_ms: 2_000,
             max_per_id: 64,
             mad_k: 3.0,
             min_sigma_db: 1.0,
@@ -145,7 +145,10 @@ mod tests {
 
     #[test]
     fn rejects_outliers_and_expires() {
-        let mut w = RssiWindow::new(WindowConfig::default());
+        let mut w = RssiWindow::new(WindowConfig {
+            window_ms: 10_000,
+            ..WindowConfig::default()
+        });
         for (i, r) in [-60.0, -61.0, -59.0, -60.0, -20.0, -60.0]
             .into_iter()
             .enumerate()
