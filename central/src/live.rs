@@ -437,6 +437,12 @@ impl LiveState {
                 .room
                 .update(now_ms, &probs, &rooms, Some((x, y)))
                 .map(str::to_string);
+            // The room filter weighs the whole track, a single estimate's floor vote can
+            // flip: report the floor of the room the device is in.
+            let floor = room
+                .as_ref()
+                .and_then(|id| rooms.rooms().iter().find(|r| &r.id == id))
+                .map_or(est.floor, |r| r.floor);
             let room_probability = room
                 .as_ref()
                 .and_then(|r| probs.iter().find(|p| &p.0 == r))
@@ -445,7 +451,7 @@ impl LiveState {
                 device: device.to_string(),
                 x,
                 y,
-                floor: est.floor,
+                floor,
                 building,
                 room,
                 room_probability,

@@ -231,7 +231,10 @@ async fn occupancy(
     let app = roomsense_central::Application::build(config, None).await?;
     let base = format!("http://{}", app.http_addr());
     let bus = app.bus();
-    let client = reqwest::Client::new();
+    // Every /api route needs a token: a read token for the placement check and the load.
+    let token =
+        roomsense_tests::create_token(&app, "apibench", roomsense_tests::Scope::Read).await?;
+    let client = roomsense_tests::authed_client(&token)?;
     // Place every device, a chunk at a time so the bus (4,096 events) never overflows.
     let placed = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -243,12 +246,12 @@ async fn occupancy(
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let v: serde_json::Value = client
-            .get(format!("{base}/api/occupancy"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let r = client.get(format!("{base}/api/occupancy")).send().await?;
+        let status = r.status();
+        if !status.is_success() {
+            bail!("GET /api/occupancy answered {status}: {}", r.text().await?);
+        }
+        let v: serde_json::Value = r.json().await?;
         if v["tracked_devices"].as_u64() == Some(devices as u64)
             && v["items"].as_array().map(Vec::len) == Some(rooms)
         {
@@ -301,7 +304,7 @@ async fn occupancy(
         Arc::new(move |_: &mut rand::rngs::ThreadRng| url.clone())
     };
     let started = Instant::now();
-    let result = run_load(make, None, None, Some(duration), concurrency).await;
+    let result = run_load(make, Some(token), None, Some(duration), concurrency).await;
     stop.cancel();
     let sent = mover.await?;
     eprintln!(
