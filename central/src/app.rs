@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Application {
     http_addr: SocketAddr,
+    /// The API is served over HTTPS (`http.tls_cert`).
+    https: bool,
     mqtt_addr: SocketAddr,
     store: Arc<dyn Store>,
     stats: Arc<IngestStats>,
@@ -40,6 +42,11 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config, log: Option<Arc<LogControl>>) -> anyhow::Result<Self> {
         config.validate()?;
+        // Read the certificate first: a broken TLS setup stops the start before anything runs.
+        let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
+            _ => None,
+        };
         let topics = Topics::new(&config.mqtt.prefix).map_err(anyhow::Error::msg)?;
         let store = storage::connect(&config.database.url, config.database.max_connections)
             .await
@@ -263,24 +270,30 @@ impl Application {
             occupancy_config: config.occupancy.clone(),
             auth,
         };
-        if config.http.tls_cert.is_some() {
-            anyhow::bail!("http.tls_cert: direct HTTPS is not available in this build yet; terminate TLS in a reverse proxy");
-        }
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("http.listen {}: cannot listen", config.http.listen))?;
         let http_addr = listener.local_addr()?;
         let app = api::router(state, &config.http.cors_origins)?;
         let stop = background.clone();
-        let http_task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
-        tracing::info!(%http_addr, %mqtt_addr, "roomsense-central ready");
+        let https = tls.is_some();
+        let http_task = match tls {
+            Some(tls) => tokio::spawn(async move {
+                axum::serve(crate::tls::TlsListener::new(listener, tls), app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }),
+            None => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }),
+        };
+        tracing::info!(%http_addr, https, %mqtt_addr, "roomsense-central ready");
 
         Ok(Self {
             http_addr,
+            https,
             mqtt_addr,
             store,
             stats,
@@ -304,6 +317,20 @@ impl Application {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// `https` when `http.tls_cert` is set, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The base URL of the API, with the address as bound.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.http_addr)
     }
 
     /// Where MQTT clients reach the broker (the embedded one, or the external one).

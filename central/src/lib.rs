@@ -19,6 +19,7 @@ pub mod occupancy;
 pub mod positioning;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod training;
 
 pub use app::Application;

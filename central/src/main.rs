@@ -427,13 +427,13 @@ async fn run(
     let demo = config.demo.enabled;
     let app = Application::build(config, Some(log)).await?;
     if let (true, Some(token)) = (demo, app.demo_token()) {
-        let port = app.http_addr().port();
+        let base = format!("{}://127.0.0.1:{}", app.scheme(), app.http_addr().port());
         println!(
             "roomsense demo running (MQTT broker on {}).\n\
              Admin token for this demo (shown once): {token}\n\
              Try:\n  export TOKEN={token}\n  \
-             curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:{port}/api/positions\n\
-             API reference: http://127.0.0.1:{port}/api/docs",
+             curl -H \"Authorization: Bearer $TOKEN\" {base}/api/positions\n\
+             API reference: {base}/api/docs/",
             app.mqtt_addr()
         );
     }

@@ -75,12 +75,26 @@ pub async fn create_token(app: &Application, name: &str, scope: Scope) -> anyhow
 
 /// A client that sends `Authorization: Bearer {token}` with every request.
 pub fn authed_client(token: &str) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .default_headers(bearer_headers(token)?)
+        .build()?)
+}
+
+fn bearer_headers(token: &str) -> anyhow::Result<reqwest::header::HeaderMap> {
     let mut headers = reqwest::header::HeaderMap::new();
     let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
     value.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, value);
+    Ok(headers)
+}
+
+/// Like [`authed_client`], over HTTPS trusting only the PEM certificate `ca_pem`.
+pub fn authed_client_trusting(token: &str, ca_pem: &[u8]) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
-        .default_headers(headers)
+        .default_headers(bearer_headers(token)?)
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem)?)
         .build()?)
 }
 
@@ -140,6 +154,9 @@ pub struct CentralOptions {
     pub configure: Option<fn(&mut Config)>,
     /// Building file for live positioning and the access model (`positioning.building`).
     pub building: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate and key; the harness's client trusts the
+    /// certificate (and only it).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for CentralOptions {
@@ -152,6 +169,7 @@ impl Default for CentralOptions {
             demo: false,
             configure: None,
             building: None,
+            tls: None,
         }
     }
 }
@@ -180,22 +198,25 @@ impl TestCentral {
             config.mqtt.mode = BrokerMode::External;
             config.mqtt.url = url.clone();
         }
+        if let Some((cert, key)) = &opts.tls {
+            config.http.tls_cert = Some(cert.clone());
+            config.http.tls_key = Some(key.clone());
+        }
         if let Some(f) = opts.configure {
             f(&mut config);
         }
-        let scheme = if config.http.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
         let app = Application::build(config, None).await?;
-        let base = format!("{scheme}://{}", app.http_addr());
+        let base = app.base_url();
         let token = create_token(&app, "test-harness", Scope::Admin).await?;
+        let http = match &opts.tls {
+            Some((cert, _)) => authed_client_trusting(&token, &std::fs::read(cert)?)?,
+            None => authed_client(&token)?,
+        };
         let t = Self {
             app,
             base,
             topics: Topics::new(&opts.prefix).map_err(anyhow::Error::msg)?,
-            http: authed_client(&token)?,
+            http,
             token,
             _dir: dir,
         };

@@ -279,3 +279,127 @@ fn cli_creates_lists_and_revokes_tokens() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`, written as PEM files.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let c =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_https_with_rustls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let c = TestCentral::start(CentralOptions {
+        tls: Some((cert.clone(), key.clone())),
+        ..CentralOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(c.base.starts_with("https://127.0.0.1:"), "{}", c.base);
+    let url = |p: &str| format!("{}{p}", c.base);
+    let trusting = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+
+    // Probes are open over HTTPS too; the API wants its token there as well.
+    for p in ["/healthz", "/readyz"] {
+        assert_eq!(
+            trusting.get(url(p)).send().await.unwrap().status(),
+            200,
+            "{p}"
+        );
+    }
+    assert_eq!(
+        trusting
+            .get(url("/api/nodes"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let (code, body) = c.get("/api/nodes").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body["items"].is_array());
+    let (code, body) = c.get("/api/ingest/stats").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+
+    // Plain HTTP on the HTTPS port gets no answer; nor does a client that does not trust
+    // the certificate.
+    let plain = format!("http://{}/healthz", c.app.http_addr());
+    assert!(reqwest::Client::new().get(&plain).send().await.is_err());
+    let strict = reqwest::Client::builder().use_rustls_tls().build().unwrap();
+    assert!(strict.get(url("/healthz")).send().await.is_err());
+
+    // The server still answers after those failed handshakes.
+    assert_eq!(
+        trusting.get(url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    c.app
+        .shutdown(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_tls_files_stop_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = self_signed(dir.path());
+    let missing = dir.path().join("missing-key.pem");
+    let e = TestCentral::start(CentralOptions {
+        tls: Some((cert.clone(), missing.clone())),
+        ..CentralOptions::default()
+    })
+    .await
+    .err()
+    .expect("start must fail");
+    let e = format!("{e:#}");
+    assert!(e.starts_with("http.tls_key "), "{e}");
+    assert!(e.contains(&missing.display().to_string()), "{e}");
+    assert!(e.contains("cannot read"), "{e}");
+
+    // The binary says the same on stderr and exits non-zero (no panic).
+    let mut cmd = std::process::Command::new(bin_path("roomsense-central").unwrap());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--mqtt-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--database-url")
+    .arg(format!("sqlite://{}", dir.path().join("c.db").display()))
+    .env("ROOMSENSE__HTTP__TLS_CERT", &cert)
+    .env("ROOMSENSE__HTTP__TLS_KEY", &cert)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let exited = wait_for("central to exit", DEADLINE, || {
+        let st = child.try_wait().ok().flatten();
+        async move { st }
+    })
+    .await;
+    let status = exited.unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("{e}")
+    });
+    assert!(!status.success(), "{status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("http.tls_key ") && stderr.contains("no private key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
