@@ -403,3 +403,83 @@ async fn broken_tls_files_stop_the_start_with_a_clear_error() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_and_reference_page_are_open_and_match_the_routes() {
+    let c = TestCentral::start(CentralOptions::default()).await.unwrap();
+    let anon = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("{}{p}", c.base);
+
+    let r = anon.get(url("/api/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    // The reference page: open, HTML, its assets served from the binary (no CDN).
+    let r = anon.get(url("/api/docs")).send().await.unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    assert_eq!(r.headers()["location"], "/api/docs/");
+    let r = anon.get(url("/api/docs/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(
+        !html.contains("://"),
+        "the page must not load anything from elsewhere: {html}"
+    );
+    for asset in [
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-initializer.js",
+    ] {
+        let r = anon
+            .get(url(&format!("/api/docs/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        if asset == "swagger-initializer.js" {
+            assert!(r.text().await.unwrap().contains("/api/openapi.json"));
+        }
+    }
+
+    // Every documented operation is served: none falls through to `no_route` or 405.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{level}", "0")
+            .replace("{id}", "x")
+            .replace("{node}", "x");
+        for method in item.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut req = c.http.request(m, url(&concrete));
+            if method != "get" && method != "delete" {
+                // Rejected before any handler changes something.
+                req = req
+                    .header("content-type", "application/json")
+                    .body("not json");
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            assert_ne!(status, 405, "{method} {path}");
+            if path == "/api/events/live" {
+                assert_eq!(status, 200);
+                continue; // an endless stream
+            }
+            let body = r.text().await.unwrap_or_default();
+            assert!(
+                !body.contains("\"no_route\""),
+                "{method} {path}: {status} {body}"
+            );
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //!   so memory stays flat however many events the range holds.
 
 use super::error::{AppError, Query};
-use super::paging::{parse_range, respond, rfc3339, Fetch, RangeParams};
+use super::paging::{parse_range, respond, rfc3339, Fetch, Page, RangeParams};
 use super::AppState;
 use crate::access::AccessKind;
 use crate::storage::access::{AccessEventRecord, AccessQuery};
@@ -15,16 +15,16 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/access-events", get(access_events))
-        .route("/api/events/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(access_events))
+        .routes(routes!(stream))
 }
 
 const ACCESS_KINDS: [&str; 3] = [
@@ -33,28 +33,38 @@ const ACCESS_KINDS: [&str; 3] = [
     AccessKind::OverCapacity.as_str(),
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AccessParams {
+    /// Only this room.
     room: Option<String>,
+    /// Only this device.
     device: Option<String>,
+    /// `unauthorized_entry`, `door_outside_hours` or `over_capacity`.
     kind: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     range: RangeParams,
 }
 
-#[derive(Debug, Serialize)]
+/// A stored access event: who or what broke which rule, with its evidence.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccessEventView {
     pub id: i64,
+    /// Always `access`.
     #[serde(rename = "type")]
     pub event_type: &'static str,
+    /// `unauthorized_entry`, `door_outside_hours` or `over_capacity`.
     pub kind: String,
+    /// RFC 3339.
     pub at: String,
     pub room: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub person: Option<String>,
+    /// What triggered it: position and confidence, door event, occupancy count.
     pub evidence: serde_json::Value,
 }
 
@@ -71,12 +81,16 @@ pub fn access_view(e: AccessEventRecord) -> AccessEventView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A door transition in the event stream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DoorEventView {
     id: i64,
+    /// Always `door`.
     #[serde(rename = "type")]
     event_type: &'static str,
+    /// Always `door`.
     kind: &'static str,
+    /// RFC 3339.
     at: String,
     door: String,
     state: String,
@@ -97,6 +111,14 @@ fn door_view(e: DoorEvent) -> DoorEventView {
     }
 }
 
+/// One line of `/api/events/stream` (documentation only: the stream writes the views).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+enum StreamLine {
+    Door(DoorEventView),
+    Access(AccessEventView),
+}
+
 fn bad_kind(v: &str, allowed: &[&str]) -> AppError {
     AppError::bad(
         "bad_filter",
@@ -104,6 +126,17 @@ fn bad_kind(v: &str, allowed: &[&str]) -> AppError {
     )
 }
 
+/// Stored access events by time range: one JSON page (`next_cursor`), or every row as NDJSON.
+#[utoipa::path(get, path = "/api/access-events", tag = "events",
+    params(AccessParams, RangeParams),
+    responses(
+        (status = 200, description = "Access events ordered by time", content(
+            (Page<AccessEventView> = "application/json"),
+            (AccessEventView = "application/x-ndjson"),
+        )),
+        (status = 400, description = "A bad parameter, named in the error message"),
+        (status = 401),
+    ))]
 async fn access_events(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -140,10 +173,13 @@ fn access_fetch(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StreamParams {
+    /// RFC 3339, inclusive (default: the beginning).
     start: Option<String>,
+    /// RFC 3339, exclusive (default: now and on).
     end: Option<String>,
     /// Comma-separated: `door`, `access`, or access kinds. Default: all.
     kind: Option<String>,
@@ -222,6 +258,16 @@ impl Source {
     }
 }
 
+/// Every stored event of a time range (door transitions and access events) merged in time
+/// order, streamed as NDJSON page by page: memory stays flat however long the range.
+#[utoipa::path(get, path = "/api/events/stream", tag = "events",
+    params(StreamParams),
+    responses(
+        (status = 200, description = "One JSON event per line, oldest first; `type` is `door` or `access`",
+            content_type = "application/x-ndjson", body = StreamLine),
+        (status = 400, description = "A bad parameter, named in the error message"),
+        (status = 401),
+    ))]
 async fn stream(
     State(s): State<AppState>,
     Query(p): Query<StreamParams>,

@@ -3,22 +3,22 @@
 
 use super::error::{AppError, Query};
 use super::nodes::{parse_node, unknown_node};
-use super::paging::{parse_range, respond, rfc3339, Fetch, RangeParams};
+use super::paging::{parse_range, respond, rfc3339, Fetch, Page, RangeParams};
 use super::AppState;
 use crate::storage::{DoorEvent, Reading, TimeQuery};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use roomsense_common::DeviceId;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/readings", get(readings))
-        .route("/api/doors/events", get(door_events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(readings))
+        .routes(routes!(door_events))
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,20 +41,28 @@ struct DoorParams {
     range: RangeParams,
 }
 
-#[derive(Debug, Serialize)]
+/// One stored sighting (BLE advertisement or Wi-Fi probe) as a node reported it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReadingView {
     pub id: i64,
     pub node: String,
+    /// The node's batch sequence number.
     pub seq: i64,
+    /// `ble` or `wifi`.
     pub kind: String,
     pub device: String,
+    /// dBm (mean when `count` > 1).
     pub rssi: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tx_power: Option<i64>,
+    /// Sightings merged into this row.
     pub count: i64,
+    /// RFC 3339: the first merged sighting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_at: Option<String>,
+    /// RFC 3339, node clock.
     pub at: String,
+    /// RFC 3339, central clock.
     pub received_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<i64>,
@@ -83,14 +91,18 @@ fn reading_view(r: Reading) -> ReadingView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// One door transition as a node's GPIO input reported it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DoorEventView {
     pub id: i64,
     pub node: String,
     pub seq: i64,
     pub door: String,
+    /// `open` or `closed`.
     pub state: String,
+    /// RFC 3339, node clock.
     pub at: String,
+    /// RFC 3339, central clock.
     pub received_at: String,
 }
 
@@ -126,6 +138,23 @@ fn one_of(name: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<
     }
 }
 
+/// Stored sightings by time range: one JSON page (`next_cursor`), or every row as NDJSON.
+#[utoipa::path(get, path = "/api/readings", tag = "history",
+    params(
+        ("node" = Option<String>, Query, description = "Only this node"),
+        ("device" = Option<String>, Query, description = "Only this device"),
+        ("kind" = Option<String>, Query, description = "`ble` or `wifi`"),
+        RangeParams,
+    ),
+    responses(
+        (status = 200, description = "Sightings ordered by time", content(
+            (Page<ReadingView> = "application/json"),
+            (ReadingView = "application/x-ndjson"),
+        )),
+        (status = 400, description = "A bad parameter, named in the error message"),
+        (status = 401),
+        (status = 404, description = "`node` names a node that never reported"),
+    ))]
 async fn readings(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -150,6 +179,23 @@ async fn readings(
     respond(q, format, fetch, |r| (r.at_ms, r.id), reading_view).await
 }
 
+/// Stored door transitions by time range: one JSON page, or every row as NDJSON.
+#[utoipa::path(get, path = "/api/doors/events", tag = "history",
+    params(
+        ("node" = Option<String>, Query, description = "Only this node"),
+        ("door" = Option<String>, Query, description = "Only this door"),
+        ("state" = Option<String>, Query, description = "`open` or `closed`"),
+        RangeParams,
+    ),
+    responses(
+        (status = 200, description = "Door transitions ordered by time", content(
+            (Page<DoorEventView> = "application/json"),
+            (DoorEventView = "application/x-ndjson"),
+        )),
+        (status = 400, description = "A bad parameter, named in the error message"),
+        (status = 401),
+        (status = 404, description = "`node` names a node that never reported"),
+    ))]
 async fn door_events(
     State(s): State<AppState>,
     headers: HeaderMap,

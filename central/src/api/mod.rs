@@ -51,7 +51,7 @@ pub struct AppState {
 #[openapi(
     info(
         title = "roomsense central API",
-        description = "Indoor presence, positioning and room access: nodes, readings, doors, positions, rooms, access.\n\nEvery `/api` and `/debug` endpoint needs `Authorization: Bearer <token>` (create one with `roomsense-central token create --scope read|admin --name NAME`); `read` tokens may only GET/HEAD. Errors are `{\"error\": {\"code\", \"message\"}}`."
+        description = "Indoor presence, positioning and room access: nodes, readings, doors, positions, rooms, access.\n\nEvery `/api` and `/debug` endpoint needs `Authorization: Bearer <token>` (create one with `roomsense-central token create --scope read|admin --name NAME`); `read` tokens may only GET/HEAD. Errors are `{\"error\": {\"code\", \"message\"}}`.\n\nThis document is served at `/api/openapi.json`, rendered at `/api/docs/`; both are open, as are `/healthz` and `/readyz`."
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -79,17 +79,16 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// Every route, with the OpenAPI paths of the annotated ones. A module either returns an
-/// `OpenApiRouter` built with `routes!(handler, …)` (documented) or a plain `Router`
-/// (`.into()`; undocumented until annotated).
+/// Every route with its OpenAPI path: each module's `router()` is an `OpenApiRouter` built
+/// with `routes!(handler, …)`, so a route cannot be served without being documented.
 pub fn api_routes() -> OpenApiRouter<AppState> {
     use utoipa::OpenApi;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(nodes::router().into())
-        .merge(history::router().into())
-        .merge(ops::router().into())
+        .merge(nodes::router())
+        .merge(history::router())
+        .merge(ops::router())
         .merge(positions::router())
-        .merge(events::router().into())
+        .merge(events::router())
         .merge(model::router())
         .merge(training::router())
         .merge(locate::router())
@@ -98,19 +97,18 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(live_stream::router())
 }
 
-/// The whole HTTP app: every route, the auth layer over `/api/*` and `/debug/*` (see
-/// `crate::auth`), CORS for `cors_origins`, request tracing.
+/// Where the OpenAPI document and the rendered reference (Swagger UI) are served, open.
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+pub const DOCS_PATH: &str = "/api/docs";
+
+/// The whole HTTP app: every route, the OpenAPI document and its Swagger UI (assets
+/// embedded in the binary: works offline), the auth layer over `/api/*` and `/debug/*`
+/// (see `crate::auth`), CORS for `cors_origins`, request tracing.
 pub fn router(state: AppState, cors_origins: &[String]) -> anyhow::Result<Router> {
     let (routes, doc) = api_routes().split_for_parts();
-    let doc = Arc::new(doc);
+    let docs = utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, doc);
     let routes = routes
-        .route(
-            "/api/openapi.json",
-            axum::routing::get(move || {
-                let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
-            }),
-        )
+        .merge(docs)
         .fallback(|| async {
             error::AppError::not_found("no_route", "no such endpoint; see README for the API")
         })
@@ -153,4 +151,186 @@ fn base_cors() -> tower_http::cors::CorsLayer {
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
         .max_age(std::time::Duration::from_secs(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> serde_json::Value {
+        let (_, doc) = api_routes().split_for_parts();
+        serde_json::to_value(doc).unwrap()
+    }
+
+    /// Every operation the server has, as `METHOD path`.
+    const KNOWN: &[&str] = &[
+        "GET /api/access-events",
+        "GET /api/access-rules",
+        "POST /api/access-rules",
+        "GET /api/access-rules/{id}",
+        "PUT /api/access-rules/{id}",
+        "PATCH /api/access-rules/{id}",
+        "DELETE /api/access-rules/{id}",
+        "GET /api/buildings",
+        "POST /api/buildings",
+        "GET /api/buildings/{id}",
+        "PUT /api/buildings/{id}",
+        "PATCH /api/buildings/{id}",
+        "DELETE /api/buildings/{id}",
+        "GET /api/buildings/{id}/floors",
+        "POST /api/buildings/{id}/floors",
+        "GET /api/buildings/{id}/floors/{level}",
+        "PUT /api/buildings/{id}/floors/{level}",
+        "PATCH /api/buildings/{id}/floors/{level}",
+        "DELETE /api/buildings/{id}/floors/{level}",
+        "GET /api/calibration",
+        "POST /api/calibration",
+        "GET /api/calibration/{id}",
+        "GET /api/dead-letters",
+        "GET /api/devices",
+        "POST /api/devices",
+        "GET /api/devices/{id}",
+        "PUT /api/devices/{id}",
+        "PATCH /api/devices/{id}",
+        "DELETE /api/devices/{id}",
+        "GET /api/devices/{id}/position",
+        "GET /api/doors",
+        "POST /api/doors",
+        "GET /api/doors/events",
+        "GET /api/doors/{id}",
+        "PUT /api/doors/{id}",
+        "PATCH /api/doors/{id}",
+        "DELETE /api/doors/{id}",
+        "GET /api/dwell",
+        "GET /api/events/live",
+        "GET /api/events/stream",
+        "GET /api/ingest/stats",
+        "GET /api/models",
+        "GET /api/nodes",
+        "GET /api/nodes/{id}",
+        "GET /api/occupancy",
+        "GET /api/occupancy/history",
+        "GET /api/people",
+        "POST /api/people",
+        "GET /api/people/{id}",
+        "PUT /api/people/{id}",
+        "PATCH /api/people/{id}",
+        "DELETE /api/people/{id}",
+        "POST /api/position",
+        "GET /api/positions",
+        "GET /api/readings",
+        "GET /api/receivers",
+        "POST /api/receivers",
+        "GET /api/receivers/{node}",
+        "PUT /api/receivers/{node}",
+        "PATCH /api/receivers/{node}",
+        "DELETE /api/receivers/{node}",
+        "GET /api/rooms",
+        "POST /api/rooms",
+        "GET /api/rooms/{id}",
+        "PUT /api/rooms/{id}",
+        "PATCH /api/rooms/{id}",
+        "DELETE /api/rooms/{id}",
+        "GET /api/rooms/{id}/occupancy",
+        "GET /api/tokens",
+        "POST /api/tokens",
+        "DELETE /api/tokens/{id}",
+        "GET /api/training",
+        "POST /api/training",
+        "GET /api/training/samples",
+        "POST /api/training/samples",
+        "DELETE /api/training/samples",
+        "DELETE /api/training/samples/{id}",
+        "GET /debug/log-level",
+        "PUT /debug/log-level",
+        "GET /healthz",
+        "GET /readyz",
+    ];
+
+    #[test]
+    fn the_document_has_exactly_the_known_operations() {
+        let doc = doc();
+        let mut documented: Vec<String> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        for op in &documented {
+            assert!(KNOWN.contains(&op.as_str()), "{op} is new: add it to KNOWN");
+        }
+        for op in KNOWN {
+            let (method, path) = op.split_once(' ').unwrap();
+            let o = &doc["paths"][path][method.to_lowercase()];
+            assert!(o.is_object(), "{op} missing in the OpenAPI document");
+            assert!(
+                o["tags"].as_array().is_some_and(|t| !t.is_empty()),
+                "{op}: no tag"
+            );
+            let responses = o["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|code| code.starts_with('2')),
+                "{op}: no success response"
+            );
+        }
+    }
+
+    #[test]
+    fn every_route_goes_through_the_documented_router() {
+        // Routes are only added with `routes!` (documented); a plain `.route(` would serve
+        // an undocumented path.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            let code = code.replace("OpenApiRouter::new()", "");
+            for banned in [".route(", "axum::routing::", "Router::new()"] {
+                assert!(
+                    !code.contains(banned),
+                    "{}: `{banned}` adds a route outside the OpenAPI router",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bearer_scheme_is_declared_and_required_except_on_probes() {
+        let doc = doc();
+        let scheme = &doc["components"]["securitySchemes"]["bearer"];
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+        assert_eq!(doc["security"], serde_json::json!([{ "bearer": [] }]));
+        for probe in ["/healthz", "/readyz"] {
+            assert_eq!(
+                doc["paths"][probe]["get"]["security"],
+                serde_json::json!([{}]),
+                "{probe} must be documented as open"
+            );
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if path.starts_with("/api/") || path.starts_with("/debug/") {
+                for (method, op) in item.as_object().unwrap() {
+                    assert_ne!(
+                        op["security"],
+                        serde_json::json!([{}]),
+                        "{method} {path} is documented as open but needs a token"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streams_declare_their_media_types() {
+        let doc = doc();
+        let content = |p: &str| doc["paths"][p]["get"]["responses"]["200"]["content"].clone();
+        assert!(content("/api/events/live")["text/event-stream"].is_object());
+        assert!(content("/api/events/stream")["application/x-ndjson"].is_object());
+        for p in ["/api/readings", "/api/doors/events", "/api/access-events"] {
+            assert!(content(p)["application/json"].is_object(), "{p}");
+            assert!(content(p)["application/x-ndjson"].is_object(), "{p}");
+        }
+    }
 }

@@ -15,13 +15,18 @@ pub const MAX_LIMIT: i64 = 10_000;
 const STREAM_PAGE: i64 = 2000;
 
 /// Query parameters common to history endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RangeParams {
+    /// RFC 3339, inclusive.
     pub start: Option<String>,
+    /// RFC 3339, exclusive.
     pub end: Option<String>,
+    /// Rows per page, 1 to 10000 (default 1000; NDJSON: all rows of the range).
     pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// `json` (default) or `ndjson`.
+    /// `json` (default) or `ndjson` (also chosen by `Accept: application/x-ndjson`).
     pub format: Option<String>,
 }
 
@@ -134,7 +139,7 @@ pub fn parse_range(p: &RangeParams, headers: &HeaderMap) -> Result<(TimeQuery, F
 }
 
 /// A page of JSON results.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; absent on the last page.
