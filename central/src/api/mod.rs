@@ -97,6 +97,55 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(live_stream::router())
 }
 
+/// Adds what the auth layer answers to every guarded operation — 401, and 403 where a
+/// `read` token is refused — derived from `auth::guard_of`/`permits` so the document cannot
+/// disagree with the layer; and gives each response without a description its status's
+/// reason phrase (OpenAPI requires one).
+pub fn document_auth_and_descriptions(doc: &mut utoipa::openapi::OpenApi) {
+    use crate::auth::{guard_of, permits, Guard, Scope};
+    use axum::http::{Method, StatusCode};
+    use utoipa::openapi::{RefOr, Response};
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let guard = guard_of(path);
+        for (method, op) in [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::PATCH, &mut item.patch),
+            (Method::HEAD, &mut item.head),
+        ] {
+            let Some(op) = op.as_mut() else { continue };
+            let responses = &mut op.responses.responses;
+            if guard != Guard::Open {
+                responses.entry("401".into()).or_insert_with(|| {
+                    RefOr::T(Response::new(
+                        "No token, or an unknown or revoked one (`WWW-Authenticate: Bearer`)",
+                    ))
+                });
+                if permits(guard, Scope::Read, &method).is_err() {
+                    responses.entry("403".into()).or_insert_with(|| {
+                        RefOr::T(Response::new("The token is read-only; this needs `admin`"))
+                    });
+                }
+            }
+            for (code, response) in responses.iter_mut() {
+                if let RefOr::T(r) = response {
+                    if r.description.is_empty() {
+                        r.description = code
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| StatusCode::from_u16(c).ok())
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("Response")
+                            .to_string();
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Where the OpenAPI document and the rendered reference (Swagger UI) are served, open.
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH: &str = "/api/docs";
@@ -105,7 +154,8 @@ pub const DOCS_PATH: &str = "/api/docs";
 /// embedded in the binary: works offline), the auth layer over `/api/*` and `/debug/*`
 /// (see `crate::auth`), CORS for `cors_origins`, request tracing.
 pub fn router(state: AppState, cors_origins: &[String]) -> anyhow::Result<Router> {
-    let (routes, doc) = api_routes().split_for_parts();
+    let (routes, mut doc) = api_routes().split_for_parts();
+    document_auth_and_descriptions(&mut doc);
     let docs = utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, doc);
     let routes = routes
         .merge(docs)
@@ -158,7 +208,8 @@ mod tests {
     use super::*;
 
     fn doc() -> serde_json::Value {
-        let (_, doc) = api_routes().split_for_parts();
+        let (_, mut doc) = api_routes().split_for_parts();
+        document_auth_and_descriptions(&mut doc);
         serde_json::to_value(doc).unwrap()
     }
 
@@ -316,6 +367,34 @@ mod tests {
                         op["security"],
                         serde_json::json!([{}]),
                         "{method} {path} is documented as open but needs a token"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn auth_answers_are_documented_and_every_response_is_described() {
+        let doc = doc();
+        let responses = |m: &str, p: &str| doc["paths"][p][m]["responses"].clone();
+        for (m, p) in [
+            ("get", "/api/rooms"),
+            ("post", "/api/rooms"),
+            ("get", "/debug/log-level"),
+        ] {
+            assert!(responses(m, p)["401"].is_object(), "{m} {p}");
+        }
+        assert!(responses("get", "/api/rooms")["403"].is_null());
+        assert!(responses("post", "/api/rooms")["403"].is_object());
+        assert!(responses("delete", "/api/rooms/{id}")["403"].is_object());
+        assert!(responses("get", "/api/tokens")["403"].is_object());
+        assert!(responses("get", "/healthz")["401"].is_null());
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (code, r) in op["responses"].as_object().unwrap() {
+                    assert!(
+                        r["description"].as_str().is_some_and(|d| !d.is_empty()),
+                        "{method} {path} {code}: no description"
                     );
                 }
             }
