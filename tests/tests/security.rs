@@ -334,6 +334,19 @@ async fn direct_https_with_rustls() {
     let (code, body) = c.get("/api/ingest/stats").await.unwrap();
     assert_eq!(code, 200, "{body}");
 
+    // A client that connects and never starts its handshake holds up nobody (well within
+    // the server's 10 s handshake timeout).
+    let _idle = tokio::net::TcpStream::connect(c.app.http_addr())
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        trusting.get(url("/healthz")).send(),
+    )
+    .await
+    .expect("a stalled handshake held up another client");
+    assert_eq!(r.unwrap().status(), 200);
+
     // Plain HTTP on the HTTPS port gets no answer; nor does a client that does not trust
     // the certificate.
     let plain = format!("http://{}/healthz", c.app.http_addr());
