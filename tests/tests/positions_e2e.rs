@@ -122,7 +122,10 @@ async fn positions_over_rest_match_the_simulated_truth() -> anyhow::Result<()> {
     assert!(median <= 3.0, "median error {median:.2} m");
     assert!(floor_hit >= 0.9, "floor hit rate {floor_hit:.3}");
     assert!(room_hit >= 0.5, "room hit rate {room_hit:.3}");
-    assert!(within >= 0.5, "share within the stated error radius {within:.3}");
+    assert!(
+        within >= 0.5,
+        "share within the stated error radius {within:.3}"
+    );
     for e in &mut edges {
         assert!(e.exited().is_none(), "edge exited early");
     }

@@ -295,6 +295,15 @@ async fn import_samples(
     Query(p): Query<ImportParams>,
     body: Body,
 ) -> Result<Response, AppError> {
+    // The body first (bounded): answering before it is read would leave the client's
+    // keep-alive connection unusable for its next request.
+    let max = s.training.config().max_import_bytes;
+    let bytes = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| AppError::PayloadTooLarge {
+            code: "file_too_large",
+            message: format!("the file is larger than {max} bytes (training.max_import_bytes)"),
+        })?;
     let key: fn(&str) -> String = match p.kind.as_deref() {
         None | Some("wifi") => wifi_key,
         Some("ble") => ble_key,
@@ -305,13 +314,6 @@ async fn import_samples(
             ))
         }
     };
-    let max = s.training.config().max_import_bytes;
-    let bytes = axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| AppError::PayloadTooLarge {
-            code: "file_too_large",
-            message: format!("the file is larger than {max} bytes (training.max_import_bytes)"),
-        })?;
     let parsed = tokio::task::spawn_blocking(move || {
         let data = read_uji(&bytes[..])?;
         let mut skipped = 0;
