@@ -131,44 +131,28 @@ fn sim(b: &Building, seed: u64, devices: usize) -> Result<Simulator, SimError> {
 
 /// Fits every receiver's path loss on a calibration run: each sighting is paired with the
 /// true distance of its device (same floor only), then least squares per receiver.
-pub fn calibrate_receivers(
-    b: &Building,
-    seed: u64,
-    devices: usize,
-    duration_s: u64,
-    step_ms: i64,
-) -> Result<Building, SimError> {
-    let mut s = sim(b, seed, devices)?;
-    let mut samples: HashMap<String, Vec<(f64, f32)>> = HashMap::new();
-    let steps = (duration_s as i64 * 1000) / step_ms;
-    for k in 1..=steps {
-        let events = s.step(start() + Duration::milliseconds(k * step_ms));
-        let truth: HashMap<String, DeviceTruth> = s
-            .truth()
-            .into_iter()
-            .map(|t| (t.device.clone(), t))
-            .collect();
-        for e in events {
-            if let SimEvent::Ble {
+pub fn calibrate_receivers(b: &Building, rec: &Recording) -> Building {
+    let mut samples: HashMap<&str, Vec<(f64, f32)>> = HashMap::new();
+    for (_, inputs, truth) in &rec.steps {
+        for input in inputs {
+            let LiveInput::Sighting {
                 receiver,
                 device,
                 rssi,
                 ..
-            } = e
-            {
-                let (Some(t), Some(r)) = (
-                    truth.get(&device),
-                    b.receivers.iter().find(|r| r.node == receiver),
-                ) else {
-                    continue;
-                };
-                if t.floor == r.floor {
-                    let d = (t.x - r.x).hypot(t.y - r.y).max(0.3);
-                    samples
-                        .entry(receiver.as_str().to_string())
-                        .or_default()
-                        .push((d, rssi));
-                }
+            } = input
+            else {
+                continue;
+            };
+            let (Some(t), Some(r)) = (
+                truth.get(device),
+                b.receivers.iter().find(|r| r.node.as_str() == receiver),
+            ) else {
+                continue;
+            };
+            if t.floor == r.floor {
+                let d = (t.x - r.x).hypot(t.y - r.y).max(0.3);
+                samples.entry(receiver).or_default().push((d, *rssi));
             }
         }
     }
@@ -180,7 +164,7 @@ pub fn calibrate_receivers(
             r.path_loss_exponent = f64::from(n);
         }
     }
-    Ok(out)
+    out
 }
 
 /// One simulator run, recorded: per step its time, the pipeline's inputs and the truth.
@@ -372,13 +356,14 @@ pub fn evaluate_live(
     if opts.calibrate {
         // Calibration runs use other seeds than the test run.
         let cal_seed = opts.seed.wrapping_add(1_000_003);
-        b = calibrate_receivers(
+        let fit_run = Recording::run(
             building,
             cal_seed,
             opts.devices,
             opts.calibration_s,
             opts.step_ms,
         )?;
+        b = calibrate_receivers(building, &fit_run);
         let rec = Recording::run(
             &b,
             cal_seed.wrapping_add(1),

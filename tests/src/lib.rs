@@ -480,12 +480,7 @@ impl CentralProc {
         mqtt_port: u16,
         external_mqtt: Option<String>,
     ) -> anyhow::Result<Self> {
-        let token = cli_token(
-            &format!("sqlite://{}", db.display()),
-            "admin",
-            "test-harness",
-        )?;
-        Self::start_with_token(db, http_port, mqtt_port, external_mqtt, token, Vec::new()).await
+        Self::start_fresh(db, http_port, mqtt_port, external_mqtt, Vec::new()).await
     }
 
     /// Like [`CentralProc::start`] with extra environment variables (config overrides).
@@ -495,12 +490,22 @@ impl CentralProc {
         mqtt_port: u16,
         env: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
+        Self::start_fresh(db, http_port, mqtt_port, None, env).await
+    }
+
+    async fn start_fresh(
+        db: PathBuf,
+        http_port: u16,
+        mqtt_port: u16,
+        external_mqtt: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let token = cli_token(
             &format!("sqlite://{}", db.display()),
             "admin",
             "test-harness",
         )?;
-        Self::start_with_token(db, http_port, mqtt_port, None, token, env).await
+        Self::start_with_token(db, http_port, mqtt_port, external_mqtt, token, env).await
     }
 
     async fn start_with_token(
@@ -748,6 +753,27 @@ stationary_fraction = 0.0
             d0 = o.dwell_secs[0],
             d1 = o.dwell_secs[1],
         )
+    }
+}
+
+impl SimPlan {
+    /// Starts one `roomsense-edge run` per node on this plan, configs and outboxes in `dir`.
+    pub fn spawn_edges(
+        &self,
+        dir: &std::path::Path,
+        nodes: &[&str],
+        mqtt_port: u16,
+    ) -> anyhow::Result<Vec<Proc>> {
+        let mut edges = Vec::new();
+        for node in nodes {
+            let cfg = dir.join(format!("{node}.toml"));
+            std::fs::write(
+                &cfg,
+                self.edge_toml(node, mqtt_port, &dir.join(format!("{node}.db"))),
+            )?;
+            edges.push(spawn_edge(&cfg)?);
+        }
+        Ok(edges)
     }
 }
 

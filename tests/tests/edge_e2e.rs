@@ -4,7 +4,7 @@
 //!
 //! Needs the binaries: `cargo build -p roomsense-central -p roomsense-edge` first.
 
-use roomsense_tests::{free_port, spawn_edge, wait_complete, CentralProc, SimPlan};
+use roomsense_tests::{free_port, wait_complete, CentralProc, SimPlan};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,15 +13,7 @@ async fn two_sim_edges_reach_central() -> anyhow::Result<()> {
     let (http, mqtt) = (free_port()?, free_port()?);
     let central = CentralProc::start(dir.path().join("central.db"), http, mqtt, None).await?;
     let plan = SimPlan::new(120, 30.0);
-    let mut edges = Vec::new();
-    for node in ["pi-lobby", "pi-meeting"] {
-        let cfg = dir.path().join(format!("{node}.toml"));
-        std::fs::write(
-            &cfg,
-            plan.edge_toml(node, mqtt, &dir.path().join(format!("{node}.db"))),
-        )?;
-        edges.push(spawn_edge(&cfg)?);
-    }
+    let mut edges = plan.spawn_edges(dir.path(), &["pi-lobby", "pi-meeting"], mqtt)?;
     let mut doors = 0;
     for node in ["pi-lobby", "pi-meeting"] {
         let (ble, door) = plan.expected(node)?;

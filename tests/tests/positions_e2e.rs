@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use roomsense_common::sim::{Building, Simulator, EXAMPLE_TOML};
-use roomsense_tests::{free_port, spawn_edge, wait_for, CentralProc, SimPlan};
+use roomsense_tests::{free_port, wait_for, CentralProc, SimPlan};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,16 +33,8 @@ async fn positions_over_rest_match_the_simulated_truth() -> anyhow::Result<()> {
     let mut plan = SimPlan::new(120, 5.0);
     plan.devices = 8;
     let building = Building::example();
-    let mut edges = Vec::new();
-    for r in &building.receivers {
-        let node = r.node.as_str();
-        let cfg = dir.path().join(format!("{node}.toml"));
-        std::fs::write(
-            &cfg,
-            plan.edge_toml(node, mqtt, &dir.path().join(format!("{node}.db"))),
-        )?;
-        edges.push(spawn_edge(&cfg)?);
-    }
+    let nodes: Vec<&str> = building.receivers.iter().map(|r| r.node.as_str()).collect();
+    let mut edges = plan.spawn_edges(dir.path(), &nodes, mqtt)?;
 
     // Wait until every edge delivered its whole share of the simulation.
     for r in &building.receivers {

@@ -315,8 +315,14 @@ impl RoomFilter {
             })
             .collect();
         if probs.is_empty() {
-            // No evidence: nothing to update.
-            return self.current.map(|i| graph.rooms[i].id.as_str());
+            // No evidence: nothing to update (an index from another graph is no answer).
+            return if self.belief.len() == n {
+                self.current
+                    .and_then(|i| graph.rooms.get(i))
+                    .map(|r| r.id.as_str())
+            } else {
+                None
+            };
         }
         if self.belief.len() != n || self.last_ms.is_none() {
             // First estimate: its own probabilities (the likelihood floor is for updates).
@@ -390,7 +396,9 @@ impl RoomFilter {
             Some(cur) if self.belief[best] < c.switch_ratio * self.belief[cur] => Some(cur),
             _ => Some(best),
         };
-        self.current.map(|i| graph.rooms[i].id.as_str())
+        self.current
+            .and_then(|i| graph.rooms.get(i))
+            .map(|r| r.id.as_str())
     }
 }
 
