@@ -4,7 +4,8 @@
 //! access events: a device entering a restricted room that no rule allows it into, a door
 //! opened when no rule allows anyone through it, a room going over capacity. Each
 //! condition fires once when it starts (entering, opening, crossing capacity), not again
-//! while it lasts.
+//! while it lasts; a device that re-enters the same restricted room within
+//! [`REENTRY_QUIET_MS`] (a room estimate flickering at the wall) is the same visit.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use chrono_tz::Tz;
@@ -262,7 +263,13 @@ pub struct AccessEngine {
     occupants: BTreeMap<String, HashSet<String>>,
     /// Rooms currently over capacity (fired once until they drop back).
     over: HashSet<String>,
+    /// (device, restricted room) → time of the last unauthorized entry.
+    entered: HashMap<(String, String), i64>,
 }
+
+/// A new unauthorized entry of the same device into the same room within this long of the
+/// last one is not reported again.
+pub const REENTRY_QUIET_MS: i64 = 2 * 60 * 1000;
 
 impl AccessEngine {
     pub fn new(model: AccessModel, min_confidence: f32) -> Self {
@@ -272,6 +279,7 @@ impl AccessEngine {
             rooms_of: HashMap::new(),
             occupants: BTreeMap::new(),
             over: HashSet::new(),
+            entered: HashMap::new(),
         }
     }
 
@@ -293,6 +301,23 @@ impl AccessEngine {
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// Records an unauthorized entry; false when the last one of this device into this
+    /// room was less than [`REENTRY_QUIET_MS`] ago.
+    fn first_entry(&mut self, device: &str, room: &str, at_ms: i64) -> bool {
+        if self.entered.len() > 10_000 {
+            self.entered.retain(|_, t| at_ms - *t < REENTRY_QUIET_MS);
+        }
+        let key = (device.to_string(), room.to_string());
+        let fresh = self
+            .entered
+            .get(&key)
+            .is_none_or(|&t| (at_ms - t).abs() >= REENTRY_QUIET_MS);
+        if fresh {
+            self.entered.insert(key, at_ms);
+        }
+        fresh
     }
 
     /// Feeds one position update; returns the events it causes.
@@ -324,6 +349,7 @@ impl AccessEngine {
                 if let Some(info) = self.model.rooms.get(room) {
                     if info.restricted
                         && self.model.allowing_rule(&p.device, room, p.at_ms).is_none()
+                        && self.first_entry(&p.device, room, p.at_ms)
                     {
                         out.push(AccessEvent {
                             kind: AccessKind::UnauthorizedEntry,
@@ -538,10 +564,16 @@ mod tests {
             "staying"
         );
         assert!(e.place(&at("tag-bob", Some("hall"), t + 2000)).is_empty());
+        assert!(
+            e.place(&at("tag-bob", Some("lab"), t + 3000)).is_empty(),
+            "back within the quiet time: the same visit"
+        );
+        e.place(&at("tag-bob", Some("hall"), t + 4000));
         assert_eq!(
-            e.place(&at("tag-bob", Some("lab"), t + 3000)).len(),
+            e.place(&at("tag-bob", Some("lab"), t + 4000 + REENTRY_QUIET_MS))
+                .len(),
             1,
-            "re-entry"
+            "a later re-entry"
         );
         // Alice outside hours is unauthorized too.
         let night = ms(2026, 11, 23, 20, 0);

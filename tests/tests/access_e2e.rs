@@ -222,11 +222,11 @@ async fn walking_into_a_restricted_room_raises_exactly_one_access_event() {
             inside_for += 1;
             // Stay long enough to be placed there (the room filter wants a few estimates
             // inside after the door), and leave before the next trip.
-            if inside_for >= 25 {
+            if inside_for >= 35 {
                 break;
             }
         } else {
-            assert_eq!(inside_for, 0, "left the restricted room before 25 s");
+            assert_eq!(inside_for, 0, "left the restricted room before 35 s");
         }
     }
     assert!(
