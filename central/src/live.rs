@@ -204,8 +204,6 @@ struct Track {
     started_ms: i64,
     /// Last stored row: time and room.
     stored: Option<(i64, Option<String>)>,
-    /// Door events fed to the room tracker so far (sequence number).
-    doors_seen: u64,
 }
 
 /// What a batch of inputs produced.
@@ -225,9 +223,8 @@ pub struct LiveState {
     estimator: Arc<dyn LiveEstimator>,
     tracks: HashMap<String, Track>,
     latest: HashMap<String, Position>,
-    /// Recent door transitions with their sequence number.
-    doors: VecDeque<(u64, DoorEvent)>,
-    door_seq: u64,
+    /// Recent door transitions (every device's room filter reads them).
+    doors: VecDeque<DoorEvent>,
     /// Newest input time seen, and when state was last pruned (input time).
     newest_ms: i64,
     pruned_ms: i64,
@@ -295,7 +292,6 @@ impl LiveState {
             tracks: HashMap::new(),
             latest: HashMap::new(),
             doors: VecDeque::new(),
-            door_seq: 0,
             newest_ms: i64::MIN,
             pruned_ms: i64::MIN,
         }
@@ -321,7 +317,6 @@ impl LiveState {
                 located_ms: None,
                 started_ms: at_ms,
                 stored: None,
-                doors_seen: 0,
             };
             self.tracks.insert(device.to_string(), t);
         }
@@ -343,16 +338,12 @@ impl LiveState {
             self.newest_ms = self.newest_ms.max(input.at_ms());
             match input {
                 LiveInput::Door { door, at_ms } => {
-                    self.door_seq += 1;
-                    self.doors.push_back((
-                        self.door_seq,
-                        DoorEvent {
-                            door: door.clone(),
-                            at_ms: *at_ms,
-                        },
-                    ));
+                    self.doors.push_back(DoorEvent {
+                        door: door.clone(),
+                        at_ms: *at_ms,
+                    });
                     let keep = self.newest_ms - 4 * self.config.room.door_window_ms;
-                    while self.doors.front().is_some_and(|d| d.1.at_ms < keep) {
+                    while self.doors.front().is_some_and(|d| d.at_ms < keep) {
                         self.doors.pop_front();
                     }
                 }
@@ -397,7 +388,8 @@ impl LiveState {
     fn locate(&mut self, device: &str, now_ms: i64, out: &mut LiveOutput) {
         let estimator = self.estimator.clone();
         let rooms = std::mem::take(&mut self.rooms);
-        let doors = std::mem::take(&mut self.doors);
+        let mut doors = std::mem::take(&mut self.doors);
+        doors.make_contiguous();
         let store_every = self.config.store_interval_ms;
         let building = self.building.clone();
         let window_ms = self.config.window.window_ms;
@@ -427,15 +419,9 @@ impl LiveState {
             };
             let probs =
                 crate::positioning::room_probabilities(rooms.rooms(), x, y, est.floor, radius);
-            for (seq, d) in doors.iter() {
-                if *seq > t.doors_seen {
-                    t.room.door_event(d.clone());
-                    t.doors_seen = *seq;
-                }
-            }
             let room = t
                 .room
-                .update(now_ms, &probs, &rooms, Some((x, y)))
+                .update(now_ms, &probs, &rooms, Some((x, y)), doors.as_slices().0)
                 .map(str::to_string);
             // The room filter weighs the whole track, a single estimate's floor vote can
             // flip: report the floor of the room the device is in.

@@ -245,7 +245,6 @@ pub struct RoomFilter {
     belief: Vec<f64>,
     current: Option<usize>,
     last_ms: Option<i64>,
-    doors: Vec<DoorEvent>,
 }
 
 impl RoomFilter {
@@ -254,21 +253,6 @@ impl RoomFilter {
             config,
             ..Self::default()
         }
-    }
-
-    /// A door transition (any door; only those of passages of likely rooms matter).
-    pub fn door_event(&mut self, event: DoorEvent) {
-        self.doors.push(event);
-        if self.doors.len() > 32 {
-            self.doors.remove(0);
-        }
-    }
-
-    fn door_recent(&self, door: &str, now_ms: i64) -> bool {
-        let w = self.config.door_window_ms;
-        self.doors
-            .iter()
-            .any(|d| d.door == door && (now_ms - d.at_ms).abs() <= w)
     }
 
     /// Whether `door` is close enough to `at` for its events to count (unknown door
@@ -285,14 +269,17 @@ impl RoomFilter {
         &self.belief
     }
 
-    /// Feeds one estimate's room probabilities at `now_ms` (and the estimated position,
-    /// when known, for the door events); returns the reported room.
+    /// Feeds one estimate's room probabilities at `now_ms`, with the estimated position
+    /// (when known) and the building's recent door transitions (any door; those within
+    /// `door_window_ms` of now and `door_radius_m` of the device count); returns the
+    /// reported room.
     pub fn update<'g>(
         &mut self,
         now_ms: i64,
         probs: &[(String, f32)],
         graph: &'g RoomGraph,
         at: Option<(f64, f64)>,
+        doors: &[DoorEvent],
     ) -> Option<&'g str> {
         let n = graph.rooms.len();
         if n == 0 {
@@ -344,10 +331,19 @@ impl RoomFilter {
             let mut total = 0.0;
             // Mass that jumps to any room, spread evenly.
             let mut jump = 0.0;
+            // Passages a door event makes likely for this device, found once.
+            let active: Vec<&str> = doors
+                .iter()
+                .filter(|d| {
+                    (now_ms - d.at_ms).abs() <= c.door_window_ms
+                        && self.door_near(graph, &d.door, at)
+                })
+                .map(|d| d.door.as_str())
+                .collect();
             for i in 0..n {
                 let b = self.belief[i];
                 let rate = |d: &str| {
-                    if self.door_recent(d, now_ms) && self.door_near(graph, d, at) {
+                    if active.contains(&d) {
                         c.door_pass_rate
                     } else {
                         c.pass_rate
@@ -486,7 +482,7 @@ mod tests {
             // Jitter of +-0.8 m around the wall at x = 5.3, deterministic pseudo-noise.
             let noise = ((i * 7919 % 101) as f64 / 100.0 - 0.5) * 1.6;
             let p = room_probabilities(g.rooms(), 5.3 + noise, 2.0, 0, 3.0);
-            let now = t.update(i * 500, &p, &g, None).map(str::to_string);
+            let now = t.update(i * 500, &p, &g, None, &[]).map(str::to_string);
             if last.is_some() && now != last {
                 changes += 1;
             }
@@ -502,32 +498,32 @@ mod tests {
         let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
         // Without a door event: the evidence has to persist.
         let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &in_a, &g, None), Some("a"));
-        assert_eq!(t.update(1_000, &in_b, &g, None), Some("a"));
+        assert_eq!(t.update(0, &in_a, &g, None, &[]), Some("a"));
+        assert_eq!(t.update(1_000, &in_b, &g, None, &[]), Some("a"));
         let mut at = 1_000;
-        while t.update(at, &in_b, &g, None) == Some("a") {
+        while t.update(at, &in_b, &g, None, &[]) == Some("a") {
             at += 1_000;
             assert!(at < 30_000, "never switched");
         }
         assert!(at >= 2_000, "switched on one estimate without a door");
         // With the door between them just reported: one or two estimates.
         let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &in_a, &g, None), Some("a"));
-        t.door_event(DoorEvent {
+        assert_eq!(t.update(0, &in_a, &g, None, &[]), Some("a"));
+        let ab = [DoorEvent {
             door: "a-b".into(),
             at_ms: 500,
-        });
-        t.update(1_000, &in_b, &g, None);
-        assert_eq!(t.update(2_000, &in_b, &g, None), Some("b"));
+        }];
+        t.update(1_000, &in_b, &g, None, &ab);
+        assert_eq!(t.update(2_000, &in_b, &g, None, &ab), Some("b"));
         // A door of another room does not help.
         let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &in_a, &g, None), Some("a"));
-        t.door_event(DoorEvent {
+        assert_eq!(t.update(0, &in_a, &g, None, &[]), Some("a"));
+        let other = [DoorEvent {
             door: "door-b".into(),
             at_ms: 500,
-        });
-        assert_eq!(t.update(1_000, &in_b, &g, None), Some("a"));
-        assert_eq!(t.update(2_000, &in_b, &g, None), Some("a"));
+        }];
+        assert_eq!(t.update(1_000, &in_b, &g, None, &other), Some("a"));
+        assert_eq!(t.update(2_000, &in_b, &g, None, &other), Some("a"));
     }
 
     #[test]
@@ -535,34 +531,41 @@ mod tests {
         let g = joined().with_door_positions([("a-b".to_string(), 5.0, 2.0)]);
         let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
         let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
-        let event = DoorEvent {
+        let event = [DoorEvent {
             door: "a-b".into(),
             at_ms: 500,
-        };
+        }];
         // Near the door: the event makes the switch quick.
         let mut near = RoomFilter::new(RoomFilterConfig::default());
-        near.update(0, &in_a, &g, Some((4.5, 2.0)));
-        near.door_event(event.clone());
-        near.update(1_000, &in_b, &g, Some((5.5, 2.0)));
-        assert_eq!(near.update(2_000, &in_b, &g, Some((6.0, 2.0))), Some("b"));
+        near.update(0, &in_a, &g, Some((4.5, 2.0)), &[]);
+        near.update(1_000, &in_b, &g, Some((5.5, 2.0)), &event);
+        assert_eq!(
+            near.update(2_000, &in_b, &g, Some((6.0, 2.0)), &event),
+            Some("b")
+        );
         // 10 m away (a wild estimate): the same event is no evidence for this device.
         let mut far = RoomFilter::new(RoomFilterConfig::default());
-        far.update(0, &in_a, &g, Some((2.0, 12.0)));
-        far.door_event(event);
-        far.update(1_000, &in_b, &g, Some((8.0, 12.0)));
-        assert_eq!(far.update(2_000, &in_b, &g, Some((8.0, 12.0))), Some("a"));
+        far.update(0, &in_a, &g, Some((2.0, 12.0)), &[]);
+        far.update(1_000, &in_b, &g, Some((8.0, 12.0)), &event);
+        assert_eq!(
+            far.update(2_000, &in_b, &g, Some((8.0, 12.0)), &event),
+            Some("a")
+        );
     }
 
     #[test]
     fn no_evidence_and_no_rooms_are_handled() {
         let g = joined();
         let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &[], &g, None), None);
+        assert_eq!(t.update(0, &[], &g, None, &[]), None);
         let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
-        assert_eq!(t.update(1, &in_a, &g, None), Some("a"));
-        assert_eq!(t.update(2, &[], &g, None), Some("a"));
+        assert_eq!(t.update(1, &in_a, &g, None, &[]), Some("a"));
+        assert_eq!(t.update(2, &[], &g, None, &[]), Some("a"));
         let empty = RoomGraph::new(Vec::new());
-        assert_eq!(RoomFilter::default().update(0, &in_a, &empty, None), None);
+        assert_eq!(
+            RoomFilter::default().update(0, &in_a, &empty, None, &[]),
+            None
+        );
         let sum: f64 = t.belief().iter().sum();
         assert!((sum - 1.0).abs() < 1e-6);
     }
