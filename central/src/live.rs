@@ -62,8 +62,12 @@ pub enum LiveInput {
         rssi: f32,
         at_ms: i64,
     },
-    /// A door contact changed state.
-    Door { door: String, at_ms: i64 },
+    /// A door contact changed state (`open`: it opened, i.e. someone is passing).
+    Door {
+        door: String,
+        open: bool,
+        at_ms: i64,
+    },
 }
 
 impl LiveInput {
@@ -90,6 +94,7 @@ pub fn inputs_of_commit(items: &[WriteItem]) -> Vec<LiveInput> {
             })),
             Message::Door(b) => out.extend(b.items.iter().map(|t| LiveInput::Door {
                 door: t.door.as_str().to_string(),
+                open: t.state == roomsense_common::protocol::DoorState::Open,
                 at_ms: t.at.timestamp_millis(),
             })),
             Message::Status(_) | Message::Wifi(_) => {}
@@ -204,6 +209,8 @@ struct Track {
     started_ms: i64,
     /// Last stored row: time and room.
     stored: Option<(i64, Option<String>)>,
+    /// Doors whose opening was put down to this device since its last estimate.
+    passed: Vec<(String, f64)>,
 }
 
 /// What a batch of inputs produced.
@@ -229,6 +236,9 @@ pub struct LiveState {
     newest_ms: i64,
     pruned_ms: i64,
 }
+
+/// A door opening is put down only to devices estimated this recently.
+const ATTRIBUTE_WITHIN_MS: i64 = 5_000;
 
 /// A device not heard for this long is forgotten (its window and latest position), so
 /// memory stays bounded however many devices pass by in a year.
@@ -317,6 +327,7 @@ impl LiveState {
                 located_ms: None,
                 started_ms: at_ms,
                 stored: None,
+                passed: Vec::new(),
             };
             self.tracks.insert(device.to_string(), t);
         }
@@ -337,7 +348,10 @@ impl LiveState {
         for input in order {
             self.newest_ms = self.newest_ms.max(input.at_ms());
             match input {
-                LiveInput::Door { door, at_ms } => {
+                LiveInput::Door { door, open, at_ms } => {
+                    if *open {
+                        self.attribute_opening(door, *at_ms);
+                    }
                     self.doors.push_back(DoorEvent {
                         door: door.clone(),
                         at_ms: *at_ms,
@@ -383,6 +397,50 @@ impl LiveState {
         out
     }
 
+    /// A door opened at `at_ms`: someone is walking through it. Every device estimated in
+    /// the last few seconds within `door_radius_m` of the door (on its floor) may be the
+    /// one: each gets a share of the passage, by how near its track was to the door then
+    /// and how fast it moved, against a share for "someone without a tag". Their room
+    /// filters take it as evidence at their next estimate.
+    fn attribute_opening(&mut self, door: &str, at_ms: i64) {
+        let Some((dx, dy, floor)) = self.rooms.door_place(door) else {
+            return;
+        };
+        let c = &self.config.room;
+        let recent = at_ms - ATTRIBUTE_WITHIN_MS;
+        let sigma2 = 2.0 * c.passage_sigma_m * c.passage_sigma_m;
+        let mut weights: Vec<(String, f64)> = Vec::new();
+        for (id, t) in &self.tracks {
+            let Some(p) = self.latest.get(id) else {
+                continue;
+            };
+            if p.floor != floor || t.located_ms.is_none_or(|l| l < recent) {
+                continue;
+            }
+            let (x, y) = t
+                .kalman
+                .as_ref()
+                .and_then(|k| k.at(at_ms))
+                .map_or((p.x, p.y), |(x, y, _)| (x, y));
+            let d = (x - dx).hypot(y - dy);
+            if d > c.door_radius_m {
+                continue;
+            }
+            let speed = t.kalman.as_ref().and_then(|k| k.speed()).unwrap_or(0.0);
+            let w = (-d * d / sigma2).exp() * (c.passage_speed_bias + speed.min(2.0));
+            weights.push((id.clone(), w));
+        }
+        let total: f64 = weights.iter().map(|w| w.1).sum::<f64>() + c.passage_nobody;
+        if total <= 0.0 {
+            return;
+        }
+        for (id, w) in weights {
+            if let Some(t) = self.tracks.get_mut(&id) {
+                t.passed.push((door.to_string(), w / total));
+            }
+        }
+    }
+
     /// Estimates `device` as of `now_ms` from its window; adds the estimate (and a row when
     /// due) to `out`.
     fn locate(&mut self, device: &str, now_ms: i64, out: &mut LiveOutput) {
@@ -419,9 +477,17 @@ impl LiveState {
             };
             let probs =
                 crate::positioning::room_probabilities(rooms.rooms(), x, y, est.floor, radius);
+            let passed = std::mem::take(&mut t.passed);
             let room = t
                 .room
-                .update(now_ms, &probs, &rooms, Some((x, y)), doors.as_slices().0)
+                .update(
+                    now_ms,
+                    &probs,
+                    &rooms,
+                    Some((x, y)),
+                    doors.as_slices().0,
+                    &passed,
+                )
                 .map(str::to_string);
             // The room filter weighs the whole track, a single estimate's floor vote can
             // flip: report the floor of the room the device is in.
@@ -769,6 +835,7 @@ mod tests {
             },
             LiveInput::Door {
                 door: "entrance".into(),
+                open: true,
                 at_ms: 0,
             },
         ]);
@@ -784,11 +851,82 @@ mod tests {
         assert!(out.positions[0].error_radius_m > 2.0);
     }
 
+    /// Noise-free sightings of `device` at `(x, y)` by the ground floor's receivers.
+    fn heard_at(b: &Building, device: &str, x: f64, y: f64, at_ms: i64) -> Vec<LiveInput> {
+        b.receivers
+            .iter()
+            .filter(|r| r.floor == 0)
+            .map(|r| LiveInput::Sighting {
+                receiver: r.node.as_str().into(),
+                device: device.into(),
+                rssi: roomsense_common::sim::log_distance_rssi(
+                    r.rssi_at_1m,
+                    r.path_loss_exponent,
+                    (r.x - x).hypot(r.y - y),
+                ) as f32,
+                at_ms,
+            })
+            .collect()
+    }
+
+    /// Room of `device` after every second of a walk from the lobby through the
+    /// lobby-corridor door (x = 8, reached at 5 s) while another device stands in the
+    /// corridor 1.4 m from that door; with or without the door's contact reporting.
+    fn walk_past(door_contact: bool) -> Vec<(i64, Option<String>, Option<String>)> {
+        let b = Building::example();
+        let mut live = LiveState::new(&b, LiveConfig::default());
+        let mut out = Vec::new();
+        for s in -30..=10i64 {
+            let at = s * 1000;
+            let x = 2.0 + 1.2 * s.max(0) as f64;
+            let mut inputs = heard_at(&b, "walker", x, 4.5, at);
+            inputs.extend(heard_at(&b, "stander", 9.2, 5.2, at + 1));
+            if door_contact && s == 5 {
+                inputs.push(LiveInput::Door {
+                    door: "lobby-corridor".into(),
+                    open: true,
+                    at_ms: at - 100,
+                });
+            }
+            live.apply(&inputs);
+            let room = |d: &str| live.position(d).and_then(|p| p.room.clone());
+            out.push((s, room("walker"), room("stander")));
+        }
+        out
+    }
+
+    #[test]
+    fn a_door_opening_is_put_down_to_the_device_walking_through() {
+        let first_in_corridor = |rooms: &[(i64, Option<String>, Option<String>)]| {
+            rooms
+                .iter()
+                .find(|(_, w, _)| w.as_deref() == Some("corridor-0"))
+                .map(|r| r.0)
+        };
+        let with = walk_past(true);
+        let without = walk_past(false);
+        assert!(with[..35]
+            .iter()
+            .all(|(_, w, _)| w.as_deref() == Some("lobby")));
+        let switched = first_in_corridor(&with).unwrap();
+        // At the first estimate after the door opened: 5 s.
+        assert_eq!(switched, 5, "{with:?}");
+        assert!(
+            first_in_corridor(&without).is_none_or(|s| s > switched),
+            "{without:?}"
+        );
+        // The device standing near the door stays where it is.
+        for (_, _, s) in with.iter().chain(&without) {
+            assert_eq!(s.as_deref(), Some("corridor-0"));
+        }
+    }
+
     #[test]
     fn queue_drops_oldest_when_full() {
         let q = LiveQueue::new(3);
         let door = |at_ms| LiveInput::Door {
             door: "d".into(),
+            open: false,
             at_ms,
         };
         assert_eq!(q.push(vec![door(1), door(2)]), 0);

@@ -104,8 +104,11 @@ pub(crate) fn inputs(events: Vec<SimEvent>) -> Vec<LiveInput> {
                 rssi,
                 at_ms: at.timestamp_millis(),
             }),
-            SimEvent::Door { door, at, .. } => Some(LiveInput::Door {
+            SimEvent::Door {
+                door, state, at, ..
+            } => Some(LiveInput::Door {
                 door: door.as_str().to_string(),
+                open: state == roomsense_common::protocol::DoorState::Open,
                 at_ms: at.timestamp_millis(),
             }),
             SimEvent::Wifi { .. } => None,
@@ -170,7 +173,8 @@ pub fn calibrate_receivers(b: &Building, rec: &Recording) -> Building {
 /// One simulator run, recorded: per step its time, the pipeline's inputs and the truth.
 /// Recorded once, replayed through as many pipeline configurations as calibration tries.
 pub struct Recording {
-    steps: Vec<(i64, Vec<LiveInput>, HashMap<String, DeviceTruth>)>,
+    /// Per step: its time (ms from the start), the pipeline's inputs, the truth by device.
+    pub steps: Vec<(i64, Vec<LiveInput>, HashMap<String, DeviceTruth>)>,
 }
 
 impl Recording {
@@ -326,22 +330,34 @@ fn stats(mut rows: Vec<(f64, bool, bool, bool)>) -> ErrorStats {
 /// Room filter settings calibration tries around `base`.
 fn room_filter_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
     let mut out = Vec::new();
-    for pass_rate in [0.002, 0.01] {
-        for door_pass_rate in [0.5, 3.0, 10.0] {
-            for switch_ratio in [1.0, 3.0] {
-                for min_likelihood in [0.02, 0.1, 0.3] {
-                    out.push(RoomFilterConfig {
-                        pass_rate,
-                        door_pass_rate,
-                        switch_ratio,
-                        min_likelihood,
-                        ..base.clone()
-                    });
+    for pass_rate in [0.0005, 0.002] {
+        for door_pass_rate in [0.05, 0.5] {
+            for switch_ratio in [3.0, 10.0] {
+                for min_likelihood in [0.03, 0.1, 0.3] {
+                    for passage_prob in [0.9, 0.97] {
+                        out.push(RoomFilterConfig {
+                            pass_rate,
+                            door_pass_rate,
+                            switch_ratio,
+                            min_likelihood,
+                            passage_prob,
+                            ..base.clone()
+                        });
+                    }
                 }
             }
         }
     }
     out
+}
+
+/// What calibration minimises: the share of walking and of standing estimates in the
+/// wrong room, a room change of a device standing still costing as much as 5 % wrong
+/// estimates per still minute.
+fn room_cost(r: &Scores) -> f64 {
+    (1.0 - r.walking.room_hit_rate)
+        + (1.0 - r.standing.room_hit_rate)
+        + 0.05 * r.standing_changes as f64 / r.standing_minutes.max(1.0)
 }
 
 /// Calibrate (optional), then score the test run.
@@ -372,7 +388,7 @@ pub fn evaluate_live(
             opts.step_ms,
         )?;
         let estimator: Arc<dyn LiveEstimator> = Arc::new(MultilatEstimator::for_building(&b));
-        // Window length and track smoothing: the smallest position error.
+        // Window length and track smoothing: the rooms first, then the position error.
         let mut best: Option<(f64, LiveConfig)> = None;
         for &w in &opts.windows_ms {
             for accel in [0.3, 0.8, 2.0] {
@@ -384,7 +400,8 @@ pub fn evaluate_live(
                     continue;
                 }
                 let r = replay(&b, &rec, c.clone(), estimator.clone(), opts);
-                let cost = r.walking.median_error_m + r.standing.median_error_m;
+                let cost =
+                    room_cost(&r) + 0.01 * (r.walking.median_error_m + r.standing.median_error_m);
                 if best.as_ref().is_none_or(|(b, _)| cost < *b) {
                     best = Some((cost, c));
                 }
@@ -393,15 +410,13 @@ pub fn evaluate_live(
         if let Some((_, c)) = best {
             config = c;
         }
-        // Room filter: the most estimates in the right room, a room change of a device
-        // standing still costing as much as 5 % wrong estimates per still minute.
+        // Room filter.
         let mut best: Option<(f64, RoomFilterConfig)> = None;
         for room in room_filter_grid(&config.room) {
             let mut c = config.clone();
             c.room = room.clone();
             let r = replay(&b, &rec, c, estimator.clone(), opts);
-            let cost = (1.0 - r.all.room_hit_rate)
-                + 0.05 * r.standing_changes as f64 / r.standing_minutes.max(1.0);
+            let cost = room_cost(&r);
             if best.as_ref().is_none_or(|(c, _)| cost < *c) {
                 best = Some((cost, room));
             }

@@ -25,7 +25,7 @@ impl Default for KalmanConfig {
     fn default() -> Self {
         // accel_std: what calibration on the simulator chooses (BENCHMARKS.md).
         Self {
-            accel_std: 0.3,
+            accel_std: 0.8,
             max_speed_mps: 2.0,
             reset_after_ms: 30_000,
             default_measurement_std: 3.0,
@@ -179,6 +179,17 @@ impl KalmanTrack {
             self.y.pos + self.y.vel * dt,
             var(&self.x).max(var(&self.y)).max(0.0).sqrt(),
         ))
+    }
+
+    /// The smoothed position at `at_ms` (moved on at the track's velocity from the last
+    /// update, never back), and its standard deviation.
+    pub fn at(&self, at_ms: i64) -> Option<(f64, f64, f64)> {
+        self.ahead(at_ms - self.last_ms?)
+    }
+
+    /// Speed of the track (m/s), if any.
+    pub fn speed(&self) -> Option<f64> {
+        self.last_ms.map(|_| self.x.vel.hypot(self.y.vel))
     }
 
     /// Last smoothed position, if any.

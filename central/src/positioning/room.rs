@@ -178,6 +178,25 @@ impl RoomGraph {
         &self.rooms
     }
 
+    /// Where a door is and on which floor (that of the first room listing it); none for
+    /// a passage without a known position (stairs).
+    pub fn door_place(&self, door: &str) -> Option<(f64, f64, i32)> {
+        let &(x, y) = self.door_at.get(door)?;
+        let floor = self
+            .rooms
+            .iter()
+            .find(|r| r.doors.iter().any(|d| d == door))?
+            .floor;
+        Some((x, y, floor))
+    }
+
+    /// Indices of the rooms a passage joins.
+    fn rooms_of_door(&self, door: &str) -> Vec<usize> {
+        (0..self.rooms.len())
+            .filter(|&i| self.rooms[i].doors.iter().any(|d| d == door))
+            .collect()
+    }
+
     /// `(neighbour id, passage id)` of `room`.
     pub fn neighbours(&self, room: &str) -> Vec<(&str, &str)> {
         self.rooms
@@ -214,19 +233,32 @@ pub struct RoomFilterConfig {
     /// The reported room changes only when another room's belief is this many times the
     /// reported room's.
     pub switch_ratio: f64,
+    /// Probability that the device a door's opening is put down to walked through it.
+    pub passage_prob: f64,
+    /// A door's opening is put down to the devices near it, weighted by
+    /// `exp(-d² / 2σ²) · (passage_speed_bias + speed)`: σ (m)…
+    pub passage_sigma_m: f64,
+    /// …the weight of a device standing still (m/s)…
+    pub passage_speed_bias: f64,
+    /// …and the weight of "someone without a tag".
+    pub passage_nobody: f64,
 }
 
 impl Default for RoomFilterConfig {
     fn default() -> Self {
         // What calibration on the simulator chooses (`eval --method live`, BENCHMARKS.md).
         Self {
-            pass_rate: 0.002,
-            door_pass_rate: 0.5,
+            pass_rate: 0.0005,
+            door_pass_rate: 0.05,
             jump_rate: 0.001,
             door_window_ms: 10_000,
             door_radius_m: 3.0,
-            min_likelihood: 0.3,
+            min_likelihood: 0.1,
             switch_ratio: 3.0,
+            passage_prob: 0.97,
+            passage_sigma_m: 1.5,
+            passage_speed_bias: 0.1,
+            passage_nobody: 0.05,
         }
     }
 }
@@ -264,6 +296,33 @@ impl RoomFilter {
         }
     }
 
+    /// The device walked through `door`: with `passage_prob`, the belief of each room the
+    /// door joins moves to the other side, and that of rooms it does not join (the device
+    /// was believed elsewhere, wrongly) moves to the door's rooms.
+    fn pass(&mut self, graph: &RoomGraph, door: &str, share: f64) {
+        let joined = graph.rooms_of_door(door);
+        let q = (self.config.passage_prob * share).clamp(0.0, 1.0);
+        if joined.len() < 2 || self.belief.len() != graph.rooms.len() {
+            return;
+        }
+        let mut next = self.belief.clone();
+        let k = joined.len() as f64;
+        for (i, b) in self.belief.iter().enumerate() {
+            let moved = b * q;
+            next[i] -= moved;
+            if joined.contains(&i) {
+                for &j in joined.iter().filter(|&&j| j != i) {
+                    next[j] += moved / (k - 1.0);
+                }
+            } else {
+                for &j in &joined {
+                    next[j] += moved / k;
+                }
+            }
+        }
+        self.belief = next;
+    }
+
     /// Belief of each room (same order as the graph's rooms), after the last update.
     pub fn belief(&self) -> &[f64] {
         &self.belief
@@ -271,8 +330,8 @@ impl RoomFilter {
 
     /// Feeds one estimate's room probabilities at `now_ms`, with the estimated position
     /// (when known) and the building's recent door transitions (any door; those within
-    /// `door_window_ms` of now and `door_radius_m` of the device count); returns the
-    /// reported room.
+    /// `door_window_ms` of now and `door_radius_m` of the device count) and the doors this
+    /// device was seen to open since the last update (`passed`); returns the reported room.
     pub fn update<'g>(
         &mut self,
         now_ms: i64,
@@ -280,12 +339,14 @@ impl RoomFilter {
         graph: &'g RoomGraph,
         at: Option<(f64, f64)>,
         doors: &[DoorEvent],
+        passed: &[(String, f64)],
     ) -> Option<&'g str> {
         let n = graph.rooms.len();
         if n == 0 {
             return None;
         }
-        let c = &self.config;
+        let config = self.config.clone();
+        let c = &config;
         let lik: Vec<f64> = graph
             .rooms
             .iter()
@@ -326,6 +387,9 @@ impl RoomFilter {
                 .collect();
             self.current = None;
         } else {
+            for (door, share) in passed {
+                self.pass(graph, door, *share);
+            }
             let dt = ((now_ms - self.last_ms.unwrap_or(now_ms)).max(0) as f64 / 1000.0).min(600.0);
             let mut next = vec![0.0; n];
             let mut total = 0.0;
@@ -388,8 +452,13 @@ impl RoomFilter {
                 b
             }
         });
+        // A passage put down to this device is an event, not noise: no hysteresis then.
+        let walked = passed
+            .iter()
+            .any(|(_, share)| share * c.passage_prob >= 0.5);
+        let ratio = if walked { 1.0 } else { c.switch_ratio };
         self.current = match self.current {
-            Some(cur) if self.belief[best] < c.switch_ratio * self.belief[cur] => Some(cur),
+            Some(cur) if self.belief[best] < ratio * self.belief[cur] => Some(cur),
             _ => Some(best),
         };
         self.current
@@ -482,7 +551,9 @@ mod tests {
             // Jitter of +-0.8 m around the wall at x = 5.3, deterministic pseudo-noise.
             let noise = ((i * 7919 % 101) as f64 / 100.0 - 0.5) * 1.6;
             let p = room_probabilities(g.rooms(), 5.3 + noise, 2.0, 0, 3.0);
-            let now = t.update(i * 500, &p, &g, None, &[]).map(str::to_string);
+            let now = t
+                .update(i * 500, &p, &g, None, &[], &[])
+                .map(str::to_string);
             if last.is_some() && now != last {
                 changes += 1;
             }
@@ -498,32 +569,32 @@ mod tests {
         let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
         // Without a door event: the evidence has to persist.
         let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &in_a, &g, None, &[]), Some("a"));
-        assert_eq!(t.update(1_000, &in_b, &g, None, &[]), Some("a"));
+        assert_eq!(t.update(0, &in_a, &g, None, &[], &[]), Some("a"));
+        assert_eq!(t.update(1_000, &in_b, &g, None, &[], &[]), Some("a"));
         let mut at = 1_000;
-        while t.update(at, &in_b, &g, None, &[]) == Some("a") {
+        while t.update(at, &in_b, &g, None, &[], &[]) == Some("a") {
             at += 1_000;
             assert!(at < 30_000, "never switched");
         }
         assert!(at >= 2_000, "switched on one estimate without a door");
         // With the door between them just reported: one or two estimates.
         let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &in_a, &g, None, &[]), Some("a"));
+        assert_eq!(t.update(0, &in_a, &g, None, &[], &[]), Some("a"));
         let ab = [DoorEvent {
             door: "a-b".into(),
             at_ms: 500,
         }];
-        t.update(1_000, &in_b, &g, None, &ab);
-        assert_eq!(t.update(2_000, &in_b, &g, None, &ab), Some("b"));
+        t.update(1_000, &in_b, &g, None, &ab, &[]);
+        assert_eq!(t.update(2_000, &in_b, &g, None, &ab, &[]), Some("b"));
         // A door of another room does not help.
         let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &in_a, &g, None, &[]), Some("a"));
+        assert_eq!(t.update(0, &in_a, &g, None, &[], &[]), Some("a"));
         let other = [DoorEvent {
             door: "door-b".into(),
             at_ms: 500,
         }];
-        assert_eq!(t.update(1_000, &in_b, &g, None, &other), Some("a"));
-        assert_eq!(t.update(2_000, &in_b, &g, None, &other), Some("a"));
+        assert_eq!(t.update(1_000, &in_b, &g, None, &other, &[]), Some("a"));
+        assert_eq!(t.update(2_000, &in_b, &g, None, &other, &[]), Some("a"));
     }
 
     #[test]
@@ -537,33 +608,57 @@ mod tests {
         }];
         // Near the door: the event makes the switch quick.
         let mut near = RoomFilter::new(RoomFilterConfig::default());
-        near.update(0, &in_a, &g, Some((4.5, 2.0)), &[]);
-        near.update(1_000, &in_b, &g, Some((5.5, 2.0)), &event);
+        near.update(0, &in_a, &g, Some((4.5, 2.0)), &[], &[]);
+        near.update(1_000, &in_b, &g, Some((5.5, 2.0)), &event, &[]);
         assert_eq!(
-            near.update(2_000, &in_b, &g, Some((6.0, 2.0)), &event),
+            near.update(2_000, &in_b, &g, Some((6.0, 2.0)), &event, &[]),
             Some("b")
         );
         // 10 m away (a wild estimate): the same event is no evidence for this device.
         let mut far = RoomFilter::new(RoomFilterConfig::default());
-        far.update(0, &in_a, &g, Some((2.0, 12.0)), &[]);
-        far.update(1_000, &in_b, &g, Some((8.0, 12.0)), &event);
+        far.update(0, &in_a, &g, Some((2.0, 12.0)), &[], &[]);
+        far.update(1_000, &in_b, &g, Some((8.0, 12.0)), &event, &[]);
         assert_eq!(
-            far.update(2_000, &in_b, &g, Some((8.0, 12.0)), &event),
+            far.update(2_000, &in_b, &g, Some((8.0, 12.0)), &event, &[]),
             Some("a")
         );
+    }
+
+    #[test]
+    fn a_passage_switches_at_once_and_sticks() {
+        let g = joined();
+        let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
+        // Just past the wall, the estimate still leaning to a (it lags behind).
+        let leaning_a = room_probabilities(g.rooms(), 4.8, 2.0, 0, 1.5);
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        assert_eq!(t.update(0, &in_a, &g, None, &[], &[]), Some("a"));
+        let walked = [("a-b".to_string(), 1.0)];
+        assert_eq!(
+            t.update(1_000, &leaning_a, &g, None, &[], &walked),
+            Some("b")
+        );
+        assert_eq!(t.update(2_000, &leaning_a, &g, None, &[], &[]), Some("b"));
+        // A small share (someone else was nearer the door) does not move it.
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        t.update(0, &in_a, &g, None, &[], &[]);
+        let maybe = [("a-b".to_string(), 0.1)];
+        assert_eq!(t.update(1_000, &in_a, &g, None, &[], &maybe), Some("a"));
+        // A passage of a door the rooms do not share is ignored.
+        let elsewhere = [("door-a".to_string(), 1.0)];
+        assert_eq!(t.update(2_000, &in_a, &g, None, &[], &elsewhere), Some("a"));
     }
 
     #[test]
     fn no_evidence_and_no_rooms_are_handled() {
         let g = joined();
         let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &[], &g, None, &[]), None);
+        assert_eq!(t.update(0, &[], &g, None, &[], &[]), None);
         let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
-        assert_eq!(t.update(1, &in_a, &g, None, &[]), Some("a"));
-        assert_eq!(t.update(2, &[], &g, None, &[]), Some("a"));
+        assert_eq!(t.update(1, &in_a, &g, None, &[], &[]), Some("a"));
+        assert_eq!(t.update(2, &[], &g, None, &[], &[]), Some("a"));
         let empty = RoomGraph::new(Vec::new());
         assert_eq!(
-            RoomFilter::default().update(0, &in_a, &empty, None, &[]),
+            RoomFilter::default().update(0, &in_a, &empty, None, &[], &[]),
             None
         );
         let sum: f64 = t.belief().iter().sum();
