@@ -233,6 +233,15 @@ pub struct RoomFilterConfig {
     /// The reported room changes only when another room's belief is this many times the
     /// reported room's.
     pub switch_ratio: f64,
+    /// Without a passage, another room must lead by `switch_ratio` this long (ms) before
+    /// the reported room changes.
+    pub switch_hold_ms: i64,
+    /// A device with at least this share of a recent passage between two rooms switches
+    /// between them without `switch_hold_ms`.
+    pub hold_bypass_share: f64,
+    /// Exponent on an estimate's room likelihoods on its own floor (1 = independent
+    /// estimates).
+    pub evidence_weight: f64,
     /// Probability that the device a door's opening is put down to walked through it.
     pub passage_prob: f64,
     /// A door's opening is put down to the devices near it, weighted by
@@ -248,14 +257,17 @@ impl Default for RoomFilterConfig {
     fn default() -> Self {
         // What calibration on the simulator chooses (`eval --method live`, BENCHMARKS.md).
         Self {
-            pass_rate: 0.0005,
+            pass_rate: 0.002,
             door_pass_rate: 0.05,
             jump_rate: 0.001,
             door_window_ms: 10_000,
             door_radius_m: 3.0,
-            min_likelihood: 0.1,
+            min_likelihood: 0.03,
             switch_ratio: 3.0,
             passage_prob: 0.97,
+            switch_hold_ms: 0,
+            hold_bypass_share: 0.15,
+            evidence_weight: 0.3,
             passage_sigma_m: 1.5,
             passage_speed_bias: 0.1,
             passage_nobody: 0.05,
@@ -277,6 +289,10 @@ pub struct RoomFilter {
     belief: Vec<f64>,
     current: Option<usize>,
     last_ms: Option<i64>,
+    /// Room leading by `switch_ratio` without a passage, and since when.
+    challenger: Option<(usize, i64)>,
+    /// Passages put down to this device in the last `door_window_ms`: door, share, time.
+    recent: Vec<(String, f64, i64)>,
 }
 
 impl RoomFilter {
@@ -347,6 +363,11 @@ impl RoomFilter {
         }
         let config = self.config.clone();
         let c = &config;
+        // The estimate's floor: that of its rooms.
+        let floor = probs
+            .first()
+            .and_then(|p| graph.rooms.iter().find(|r| r.id == p.0))
+            .map(|r| r.floor);
         let lik: Vec<f64> = graph
             .rooms
             .iter()
@@ -355,9 +376,13 @@ impl RoomFilter {
                     .iter()
                     .find(|p| p.0 == r.id)
                     .map_or(0.0, |p| f64::from(p.1));
-                if p.is_finite() {
-                    p.max(c.min_likelihood)
+                let p = if p.is_finite() { p } else { 0.0 };
+                if Some(r.floor) == floor {
+                    // Successive estimates share most of their readings and are smoothed
+                    // by the track: each is worth less than an independent one.
+                    p.max(c.min_likelihood).powf(c.evidence_weight)
                 } else {
+                    // Another floor: a floor costs far more signal than a wall.
                     c.min_likelihood
                 }
             })
@@ -372,6 +397,14 @@ impl RoomFilter {
                 None
             };
         }
+        // Passages a door event makes likely for this device, found once.
+        let active: Vec<&str> = doors
+            .iter()
+            .filter(|d| {
+                (now_ms - d.at_ms).abs() <= c.door_window_ms && self.door_near(graph, &d.door, at)
+            })
+            .map(|d| d.door.as_str())
+            .collect();
         if self.belief.len() != n || self.last_ms.is_none() {
             // First estimate: its own probabilities (the likelihood floor is for updates).
             self.belief = graph
@@ -395,15 +428,6 @@ impl RoomFilter {
             let mut total = 0.0;
             // Mass that jumps to any room, spread evenly.
             let mut jump = 0.0;
-            // Passages a door event makes likely for this device, found once.
-            let active: Vec<&str> = doors
-                .iter()
-                .filter(|d| {
-                    (now_ms - d.at_ms).abs() <= c.door_window_ms
-                        && self.door_near(graph, &d.door, at)
-                })
-                .map(|d| d.door.as_str())
-                .collect();
             for i in 0..n {
                 let b = self.belief[i];
                 let rate = |d: &str| {
@@ -452,14 +476,51 @@ impl RoomFilter {
                 b
             }
         });
+        self.recent
+            .retain(|(_, _, at)| now_ms - at <= c.door_window_ms);
+        self.recent
+            .extend(passed.iter().map(|(d, share)| (d.clone(), *share, now_ms)));
         // A passage put down to this device is an event, not noise: no hysteresis then.
         let walked = passed
             .iter()
             .any(|(_, share)| share * c.passage_prob >= 0.5);
         let ratio = if walked { 1.0 } else { c.switch_ratio };
         self.current = match self.current {
-            Some(cur) if self.belief[best] < ratio * self.belief[cur] => Some(cur),
-            _ => Some(best),
+            Some(cur) if best == cur || self.belief[best] < ratio * self.belief[cur] => {
+                self.challenger = None;
+                Some(cur)
+            }
+            Some(cur)
+                if !walked
+                    && graph.rooms[cur].floor == graph.rooms[best].floor
+                    && !graph.links[cur].iter().any(|(j, d)| {
+                        *j == best
+                            && self
+                                .recent
+                                .iter()
+                                .any(|(r, share, _)| r == d && *share >= c.hold_bypass_share)
+                    }) =>
+            {
+                // Evidence alone, on one floor, no door between the rooms just used: the
+                // other room must keep its lead for `switch_hold_ms` (a burst of noisy
+                // estimates lasts a few seconds; a floor costs far more signal than a
+                // wall, so floors need no hold).
+                let since = match self.challenger {
+                    Some((room, since)) if room == best => since,
+                    _ => now_ms,
+                };
+                self.challenger = Some((best, since));
+                if now_ms - since >= c.switch_hold_ms {
+                    self.challenger = None;
+                    Some(best)
+                } else {
+                    Some(cur)
+                }
+            }
+            _ => {
+                self.challenger = None;
+                Some(best)
+            }
         };
         self.current
             .and_then(|i| graph.rooms.get(i))
@@ -562,66 +623,53 @@ mod tests {
         assert!(changes <= 1, "{changes} room changes");
     }
 
+    /// Estimates (one a second, all in b after one in a) until the filter reports b, with
+    /// `doors` reported and the device at `at`.
+    fn estimates_to_switch(g: &RoomGraph, doors: &[DoorEvent], at: Option<(f64, f64)>) -> i64 {
+        let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
+        let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        assert_eq!(t.update(0, &in_a, g, at, &[], &[]), Some("a"));
+        for k in 1..60 {
+            if t.update(k * 1_000, &in_b, g, at, doors, &[]) == Some("b") {
+                return k;
+            }
+        }
+        panic!("never switched");
+    }
+
     #[test]
     fn real_move_switches_and_a_door_event_speeds_it_up() {
         let g = joined();
-        let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
-        let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
         // Without a door event: the evidence has to persist.
-        let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &in_a, &g, None, &[], &[]), Some("a"));
-        assert_eq!(t.update(1_000, &in_b, &g, None, &[], &[]), Some("a"));
-        let mut at = 1_000;
-        while t.update(at, &in_b, &g, None, &[], &[]) == Some("a") {
-            at += 1_000;
-            assert!(at < 30_000, "never switched");
-        }
-        assert!(at >= 2_000, "switched on one estimate without a door");
-        // With the door between them just reported: one or two estimates.
-        let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &in_a, &g, None, &[], &[]), Some("a"));
+        let without = estimates_to_switch(&g, &[], None);
+        assert!(without >= 2, "switched on one estimate without a door");
+        // With the door between them just reported: sooner.
         let ab = [DoorEvent {
             door: "a-b".into(),
             at_ms: 500,
         }];
-        t.update(1_000, &in_b, &g, None, &ab, &[]);
-        assert_eq!(t.update(2_000, &in_b, &g, None, &ab, &[]), Some("b"));
+        assert!(estimates_to_switch(&g, &ab, None) < without);
         // A door of another room does not help.
-        let mut t = RoomFilter::new(RoomFilterConfig::default());
-        assert_eq!(t.update(0, &in_a, &g, None, &[], &[]), Some("a"));
         let other = [DoorEvent {
             door: "door-b".into(),
             at_ms: 500,
         }];
-        assert_eq!(t.update(1_000, &in_b, &g, None, &other, &[]), Some("a"));
-        assert_eq!(t.update(2_000, &in_b, &g, None, &other, &[]), Some("a"));
+        assert_eq!(estimates_to_switch(&g, &other, None), without);
     }
 
     #[test]
     fn a_door_event_counts_only_for_devices_near_that_door() {
         let g = joined().with_door_positions([("a-b".to_string(), 5.0, 2.0)]);
-        let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
-        let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
         let event = [DoorEvent {
             door: "a-b".into(),
             at_ms: 500,
         }];
-        // Near the door: the event makes the switch quick.
-        let mut near = RoomFilter::new(RoomFilterConfig::default());
-        near.update(0, &in_a, &g, Some((4.5, 2.0)), &[], &[]);
-        near.update(1_000, &in_b, &g, Some((5.5, 2.0)), &event, &[]);
-        assert_eq!(
-            near.update(2_000, &in_b, &g, Some((6.0, 2.0)), &event, &[]),
-            Some("b")
-        );
+        let without = estimates_to_switch(&g, &[], Some((5.5, 2.0)));
+        // Near the door: the event makes the switch quicker.
+        assert!(estimates_to_switch(&g, &event, Some((5.5, 2.0))) < without);
         // 10 m away (a wild estimate): the same event is no evidence for this device.
-        let mut far = RoomFilter::new(RoomFilterConfig::default());
-        far.update(0, &in_a, &g, Some((2.0, 12.0)), &[], &[]);
-        far.update(1_000, &in_b, &g, Some((8.0, 12.0)), &event, &[]);
-        assert_eq!(
-            far.update(2_000, &in_b, &g, Some((8.0, 12.0)), &event, &[]),
-            Some("a")
-        );
+        assert_eq!(estimates_to_switch(&g, &event, Some((8.0, 12.0))), without);
     }
 
     #[test]
@@ -646,6 +694,47 @@ mod tests {
         // A passage of a door the rooms do not share is ignored.
         let elsewhere = [("door-a".to_string(), 1.0)];
         assert_eq!(t.update(2_000, &in_a, &g, None, &[], &elsewhere), Some("a"));
+    }
+
+    #[test]
+    fn a_burst_of_evidence_needs_to_last_before_the_room_changes() {
+        let g = joined();
+        let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
+        let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
+        let config = RoomFilterConfig {
+            switch_hold_ms: 2_000,
+            ..RoomFilterConfig::default()
+        };
+        let mut t = RoomFilter::new(config.clone());
+        let mut at = 0;
+        for _ in 0..10 {
+            assert_eq!(t.update(at, &in_a, &g, None, &[], &[]), Some("a"));
+            at += 1_000;
+        }
+        // Two estimates in b (a burst of noise), then a again: no change.
+        for _ in 0..2 {
+            assert_eq!(t.update(at, &in_b, &g, None, &[], &[]), Some("a"));
+            at += 1_000;
+        }
+        for _ in 0..5 {
+            assert_eq!(t.update(at, &in_a, &g, None, &[], &[]), Some("a"));
+            at += 1_000;
+        }
+        // Evidence that lasts: the room changes.
+        let mut switched = None;
+        for _ in 0..30 {
+            if t.update(at, &in_b, &g, None, &[], &[]) == Some("b") {
+                switched = Some(at);
+                break;
+            }
+            at += 1_000;
+        }
+        assert!(switched.is_some(), "never switched");
+        // A passage of this device between the rooms needs no hold.
+        let mut t = RoomFilter::new(config);
+        t.update(0, &in_a, &g, None, &[], &[]);
+        let walked = [("a-b".to_string(), 1.0)];
+        assert_eq!(t.update(1_000, &in_b, &g, None, &[], &walked), Some("b"));
     }
 
     #[test]
