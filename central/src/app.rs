@@ -245,6 +245,17 @@ impl Application {
             background.clone(),
         ));
 
+        if let (Some(live), Some(file)) = (&live, &building) {
+            // Rooms, doors and receivers edited over REST reach the live positioning.
+            tasks.push(crate::site::spawn(
+                store.clone(),
+                file.clone(),
+                live.clone(),
+                bus.watch_model(),
+                background.clone(),
+            ));
+        }
+
         if config.demo.enabled {
             tasks.push(crate::demo::spawn(
                 &config.demo,

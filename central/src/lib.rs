@@ -17,6 +17,7 @@ pub mod model;
 pub mod mqtt;
 pub mod occupancy;
 pub mod positioning;
+pub mod site;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;

@@ -170,6 +170,10 @@ pub struct LiveConfig {
     pub store_interval_ms: i64,
     /// A device is re-estimated at most this often while its sightings stream in.
     pub update_interval_ms: i64,
+    /// Multiplies every estimate's error radius (calibrated so that the radius holds the
+    /// true position as often as it claims; it also sets how sure the room probabilities
+    /// are).
+    pub radius_scale: f32,
 }
 
 impl Default for LiveConfig {
@@ -180,6 +184,8 @@ impl Default for LiveConfig {
             kalman: Some(KalmanConfig::default()),
             store_interval_ms: 1_000,
             update_interval_ms: 1_000,
+            // What calibration on the simulator chooses (BENCHMARKS.md).
+            radius_scale: 1.5,
         }
     }
 }
@@ -228,6 +234,8 @@ pub struct LiveState {
     building: String,
     rooms: RoomGraph,
     estimator: Arc<dyn LiveEstimator>,
+    /// The estimator came from a trained model (a site change does not replace it).
+    trained: bool,
     tracks: HashMap<String, Track>,
     latest: HashMap<String, Position>,
     /// Recent door transitions (every device's room filter reads them).
@@ -274,6 +282,16 @@ pub fn rooms_of(b: &Building) -> Vec<Room> {
         .collect()
 }
 
+/// The room filter's graph of a building: rooms, their passages, the doors' positions.
+fn room_graph(building: &Building) -> RoomGraph {
+    RoomGraph::new(rooms_of(building)).with_door_positions(
+        building
+            .doors
+            .iter()
+            .map(|d| (d.id.as_str().to_string(), d.position[0], d.position[1])),
+    )
+}
+
 impl LiveState {
     /// Multilateration against the building's receivers.
     pub fn new(building: &Building, config: LiveConfig) -> Self {
@@ -292,13 +310,9 @@ impl LiveState {
         Self {
             config,
             building: building.name.clone(),
-            rooms: RoomGraph::new(rooms_of(building)).with_door_positions(
-                building
-                    .doors
-                    .iter()
-                    .map(|d| (d.id.as_str().to_string(), d.position[0], d.position[1])),
-            ),
+            rooms: room_graph(building),
             estimator,
+            trained: false,
             tracks: HashMap::new(),
             latest: HashMap::new(),
             doors: VecDeque::new(),
@@ -307,9 +321,24 @@ impl LiveState {
         }
     }
 
-    /// Replaces the estimator (e.g. by a newly trained model); tracks are kept.
+    /// Takes a changed site (rooms, doors, receivers edited by an administrator): the room
+    /// graph, and the multilateration anchors unless a trained model is in use (it has
+    /// its own). Tracks are kept; their room filters start over on the new rooms.
+    pub fn set_building(&mut self, building: &Building) {
+        self.rooms = room_graph(building);
+        if !self.trained {
+            self.estimator = Arc::new(MultilatEstimator::for_building(building));
+        }
+        for t in self.tracks.values_mut() {
+            t.room = RoomFilter::new(self.config.room.clone());
+            t.passed.clear();
+        }
+    }
+
+    /// Replaces the estimator by a trained model's; tracks are kept.
     pub fn set_estimator(&mut self, estimator: Arc<dyn LiveEstimator>) {
         self.estimator = estimator;
+        self.trained = true;
     }
 
     pub fn config(&self) -> &LiveConfig {
@@ -451,6 +480,7 @@ impl LiveState {
         let store_every = self.config.store_interval_ms;
         let building = self.building.clone();
         let window_ms = self.config.window.window_ms;
+        let radius_scale = self.config.radius_scale;
         let t = self.track(device, now_ms);
         let started_ms = t.started_ms;
         t.pending_ms = None;
@@ -475,6 +505,7 @@ impl LiveState {
                 }
                 None => (est.x, est.y, est.error_radius_m, est.method.clone()),
             };
+            let radius = radius * radius_scale;
             let probs =
                 crate::positioning::room_probabilities(rooms.rooms(), x, y, est.floor, radius);
             let passed = std::mem::take(&mut t.passed);
@@ -595,6 +626,21 @@ impl LivePositions {
     pub fn set_estimator(&self, estimator: Arc<dyn LiveEstimator>) {
         if let Ok(mut s) = self.0.lock() {
             s.set_estimator(estimator);
+        }
+    }
+
+    /// The rooms positioning works with now.
+    pub fn rooms(&self) -> Vec<Room> {
+        self.0
+            .lock()
+            .map(|s| s.rooms.rooms().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Takes a changed site (see [`LiveState::set_building`]).
+    pub fn set_building(&self, building: &Building) {
+        if let Ok(mut s) = self.0.lock() {
+            s.set_building(building);
         }
     }
 

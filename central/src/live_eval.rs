@@ -80,6 +80,7 @@ pub struct SimEvalReport {
     pub window_ms: i64,
     pub room_filter: RoomFilterConfig,
     pub kalman_accel_std: Option<f64>,
+    pub radius_scale: f32,
     /// Per receiver: fitted (rssi_at_1m, exponent).
     pub fitted_receivers: Vec<(String, f32, f32)>,
     pub elapsed_ms: u64,
@@ -213,7 +214,13 @@ pub struct Scores {
     /// …of which away from the true room (flaps; the others are late corrections).
     pub standing_wrong_changes: usize,
     pub standing_minutes: f64,
+    /// The factor the error radii would need to hold the true position as often as a
+    /// 2-sigma circle does (86.5 % of estimates).
+    pub radius_scale_needed: f32,
 }
+
+/// Share of a 2D Gaussian within its 2-sigma circle: what the error radius claims.
+const RADIUS_COVERAGE: f64 = 0.865;
 
 /// Runs `b`'s simulator with `seed` through a fresh live pipeline and scores it.
 pub fn score(
@@ -245,6 +252,7 @@ pub fn replay(
     let mut last_room: HashMap<String, Option<String>> = HashMap::new();
     let mut flaps = 0;
     let mut wrong = 0;
+    let mut ratios: Vec<f64> = Vec::new();
     let mut standing_ms = 0i64;
     let warmup = opts.warmup_s as i64 * 1000;
     for (now_ms, inputs, truth) in &rec.steps {
@@ -271,6 +279,7 @@ pub fn replay(
                 continue;
             };
             let err = (p.x - t.x).hypot(p.y - t.y);
+            ratios.push(err / f64::from(p.error_radius_m).max(0.01));
             let row = (
                 err,
                 p.room == t.room,
@@ -296,6 +305,14 @@ pub fn replay(
     }
     let mut all = walking.clone();
     all.extend(standing.iter().copied());
+    ratios.sort_by(f64::total_cmp);
+    let radius_scale_needed = ratios
+        .get(
+            ((ratios.len() as f64 - 1.0) * RADIUS_COVERAGE)
+                .round()
+                .max(0.0) as usize,
+        )
+        .map_or(1.0, |&r| r as f32);
     Scores {
         walking: stats(walking),
         standing: stats(standing),
@@ -303,6 +320,7 @@ pub fn replay(
         standing_changes: flaps,
         standing_wrong_changes: wrong,
         standing_minutes: standing_ms as f64 / 60_000.0,
+        radius_scale_needed,
     }
 }
 
@@ -410,6 +428,10 @@ pub fn evaluate_live(
         if let Some((_, c)) = best {
             config = c;
         }
+        // Error radius: as wide as it needs to be to hold the truth as often as it claims
+        // (the room probabilities are computed with it, so this also sets their certainty).
+        let r = replay(&b, &rec, config.clone(), estimator.clone(), opts);
+        config.radius_scale = (config.radius_scale * r.radius_scale_needed).clamp(0.25, 8.0);
         // Room filter.
         let mut best: Option<(f64, RoomFilterConfig)> = None;
         for room in room_filter_grid(&config.room) {
@@ -428,6 +450,7 @@ pub fn evaluate_live(
     let window_ms = config.window.window_ms;
     let room_filter = config.room.clone();
     let kalman_accel_std = config.kalman.as_ref().map(|k| k.accel_std);
+    let radius_scale = config.radius_scale;
     let r = score(
         &b,
         config,
@@ -452,6 +475,7 @@ pub fn evaluate_live(
         window_ms,
         room_filter,
         kalman_accel_std,
+        radius_scale,
         fitted_receivers: b
             .receivers
             .iter()

@@ -181,12 +181,15 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         r.building, r.seed, r.devices, r.duration_s, r.window_ms, opts.calibrate
     );
     println!(
-        "room filter: pass rate {}/s, door pass rate {}/s, switch ratio {}, likelihood floor {}; Kalman acceleration σ {:?} m/s²",
+        "room filter: pass rate {}/s, door pass rate {}/s, switch ratio {}, switch hold {} ms, likelihood floor {}, evidence weight {}; Kalman acceleration σ {:?} m/s²; error radius × {:.2}",
         r.room_filter.pass_rate,
         r.room_filter.door_pass_rate,
         r.room_filter.switch_ratio,
+        r.room_filter.switch_hold_ms,
         r.room_filter.min_likelihood,
-        r.kalman_accel_std
+        r.room_filter.evidence_weight,
+        r.kalman_accel_std,
+        r.radius_scale
     );
     for (name, s) in [
         ("walking", &r.walking),

@@ -257,7 +257,7 @@ impl Default for RoomFilterConfig {
     fn default() -> Self {
         // What calibration on the simulator chooses (`eval --method live`, BENCHMARKS.md).
         Self {
-            pass_rate: 0.002,
+            pass_rate: 0.0005,
             door_pass_rate: 0.05,
             jump_rate: 0.001,
             door_window_ms: 10_000,
@@ -267,7 +267,7 @@ impl Default for RoomFilterConfig {
             passage_prob: 0.97,
             switch_hold_ms: 0,
             hold_bypass_share: 0.15,
-            evidence_weight: 0.3,
+            evidence_weight: 0.5,
             passage_sigma_m: 1.5,
             passage_speed_bias: 0.1,
             passage_nobody: 0.05,
