@@ -363,6 +363,12 @@ impl RoomFilter {
         }
         let config = self.config.clone();
         let c = &config;
+        // A passage put down to this device is an event, not noise: no hysteresis then, and
+        // this estimate (which lags behind, still showing the room left) is no evidence
+        // between rooms of one floor.
+        let walked = passed
+            .iter()
+            .any(|(_, share)| share * c.passage_prob >= 0.5);
         // The estimate's floor: that of its rooms.
         let floor = probs
             .first()
@@ -377,7 +383,9 @@ impl RoomFilter {
                     .find(|p| p.0 == r.id)
                     .map_or(0.0, |p| f64::from(p.1));
                 let p = if p.is_finite() { p } else { 0.0 };
-                if Some(r.floor) == floor {
+                if Some(r.floor) == floor && walked {
+                    1.0
+                } else if Some(r.floor) == floor {
                     // Successive estimates share most of their readings and are smoothed
                     // by the track: each is worth less than an independent one.
                     p.max(c.min_likelihood).powf(c.evidence_weight)
@@ -480,10 +488,6 @@ impl RoomFilter {
             .retain(|(_, _, at)| now_ms - at <= c.door_window_ms);
         self.recent
             .extend(passed.iter().map(|(d, share)| (d.clone(), *share, now_ms)));
-        // A passage put down to this device is an event, not noise: no hysteresis then.
-        let walked = passed
-            .iter()
-            .any(|(_, share)| share * c.passage_prob >= 0.5);
         let ratio = if walked { 1.0 } else { c.switch_ratio };
         self.current = match self.current {
             Some(cur) if best == cur || self.belief[best] < ratio * self.belief[cur] => {
