@@ -245,12 +245,13 @@ impl Application {
             background.clone(),
         ));
 
-        if let (Some(live), Some(file)) = (&live, &building) {
-            // Rooms, doors and receivers edited over REST reach the live positioning.
+        if let Some(file) = &building {
+            // Rooms, doors and receivers edited over REST reach positioning and training.
             tasks.push(crate::site::spawn(
                 store.clone(),
                 file.clone(),
                 live.clone(),
+                Some(training.clone()),
                 bus.watch_model(),
                 background.clone(),
             ));

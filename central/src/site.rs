@@ -1,11 +1,12 @@
-//! The site the live positioning works on, as the administrators keep it: the configured
-//! building file, with its rooms, doors and receivers replaced by the stored ones (edited
-//! over REST), reloaded whenever the stored model changes.
+//! The site positioning works on, as the administrators keep it: the configured building
+//! file, with its rooms, doors and receivers replaced by the stored ones (edited over
+//! REST), reloaded whenever the stored model changes.
 
 use crate::live::LivePositions;
 use crate::model::{Door, Receiver, Room};
 use crate::storage::model::ListQuery;
 use crate::storage::Store;
+use crate::training::Training;
 use roomsense_common::ids::{DoorId, NodeId};
 use roomsense_common::sim::{self, Building};
 use std::sync::Arc;
@@ -178,20 +179,29 @@ pub async fn load(store: &dyn Store, file: &Building) -> anyhow::Result<Building
     Ok(merge(file, &id, &rooms, &doors, &receivers))
 }
 
-/// Keeps the live positioning on the stored site: loads it now and after every change of
-/// the stored model (`changes`, bumped by REST writes). A failed load keeps the last site
-/// and is retried at the next change.
+/// Keeps the live positioning and training (calibration, `POST /api/position`) on the
+/// stored site: loads it now and after every change of the stored model (`changes`,
+/// bumped by REST writes). A failed load keeps the last site and is retried at the next
+/// change.
 pub fn spawn(
     store: Arc<dyn Store>,
     file: Building,
-    live: Arc<LivePositions>,
+    live: Option<Arc<LivePositions>>,
+    training: Option<Arc<Training>>,
     mut changes: tokio::sync::watch::Receiver<u64>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             match load(store.as_ref(), &file).await {
-                Ok(site) => live.set_building(&site),
+                Ok(site) => {
+                    if let Some(live) = &live {
+                        live.set_building(&site);
+                    }
+                    if let Some(t) = &training {
+                        t.set_site(crate::training::Site::from_building(&site));
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "loading the stored site for positioning failed; keeping the last one")
                 }
@@ -278,7 +288,19 @@ mod tests {
         ));
         let (tx, rx) = tokio::sync::watch::channel(0u64);
         let stop = CancellationToken::new();
-        let task = spawn(store.clone(), file.clone(), live.clone(), rx, stop.clone());
+        let training = Arc::new(Training::new(
+            store.clone(),
+            Some(crate::training::Site::from_building(&file)),
+            crate::config::TrainingConfig::default(),
+        ));
+        let task = spawn(
+            store.clone(),
+            file.clone(),
+            Some(live.clone()),
+            Some(training.clone()),
+            rx,
+            stop.clone(),
+        );
         let mut meeting = store.room("meeting").await.unwrap().unwrap();
         meeting.polygon = vec![[8.0, 6.0], [12.0, 6.0], [12.0, 12.0], [8.0, 12.0]];
         store.update_room(&meeting).await.unwrap();
@@ -287,7 +309,10 @@ mod tests {
         loop {
             let rooms = live.rooms();
             let m = rooms.iter().find(|r| r.id == "meeting").unwrap();
-            if m.polygon == vec![(8.0, 6.0), (12.0, 6.0), (12.0, 12.0), (8.0, 12.0)] {
+            let trained_rooms = training.site().rooms.clone();
+            let t = trained_rooms.iter().find(|r| r.id == "meeting").unwrap();
+            let edited = vec![(8.0, 6.0), (12.0, 6.0), (12.0, 12.0), (8.0, 12.0)];
+            if m.polygon == edited && t.polygon == edited {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "never reloaded");

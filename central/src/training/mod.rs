@@ -154,7 +154,8 @@ pub enum LocateError {
 
 pub struct Training {
     store: Arc<dyn Store>,
-    site: Site,
+    /// Replaced when the stored site changes (`crate::site`).
+    site: std::sync::RwLock<Arc<Site>>,
     config: TrainingConfig,
     multilat: MultilatConfig,
     job: Arc<Mutex<Job>>,
@@ -180,7 +181,7 @@ impl Training {
         };
         Self {
             store,
-            site: site.unwrap_or_default(),
+            site: std::sync::RwLock::new(Arc::new(site.unwrap_or_default())),
             config,
             multilat,
             job: Arc::new(Mutex::new(Job::default())),
@@ -193,8 +194,20 @@ impl Training {
         &self.config
     }
 
-    pub fn site(&self) -> &Site {
-        &self.site
+    /// The receivers and rooms training and locating use now.
+    pub fn site(&self) -> Arc<Site> {
+        match self.site.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Takes a changed site (rooms and receivers edited over REST).
+    pub fn set_site(&self, site: Site) {
+        match self.site.write() {
+            Ok(mut s) => *s = Arc::new(site),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(site),
+        }
     }
 
     /// The active model, and every later one: the live path's seam.
@@ -239,7 +252,7 @@ impl Training {
     /// Anchors for multilateration: the site's receivers, with path loss fitted by the
     /// active model where it has a fit.
     pub fn anchors(&self, model: Option<&ActiveModel>) -> Vec<Anchor> {
-        self.site
+        self.site()
             .receivers
             .iter()
             .map(|r| {
@@ -259,10 +272,11 @@ impl Training {
     /// estimate, else multilateration against the receivers.
     pub fn locate(&self, scan: &[(String, f32)]) -> Result<Located, LocateError> {
         let model = self.active();
+        let site = self.site();
         if let Some(m) = &model {
             if let Some((estimate, building)) = m.locate(scan) {
                 return Ok(Located {
-                    estimate: estimate.with_rooms(&self.site.rooms),
+                    estimate: estimate.with_rooms(&site.rooms),
                     building,
                     model_version: Some(m.version),
                     emitters_used: m.known(scan),
@@ -285,8 +299,8 @@ impl Training {
                 .filter(|m| !m.path_loss.fitted.is_empty())
                 .map(|m| m.version);
             return Ok(Located {
-                estimate: est.with_rooms(&self.site.rooms),
-                building: self.site.name.clone(),
+                estimate: est.with_rooms(&site.rooms),
+                building: site.name.clone(),
                 model_version: calibrated,
                 emitters_used: used,
             });
@@ -379,8 +393,8 @@ impl Training {
             max_cv_queries: self.config.max_cv_queries,
             ..TrainOptions::default()
         };
-        let receivers: Vec<ReceiverPlace> = self
-            .site
+        let site = self.site();
+        let receivers: Vec<ReceiverPlace> = site
             .receivers
             .iter()
             .map(|r| ReceiverPlace {
@@ -390,7 +404,7 @@ impl Training {
                 floor: r.floor,
             })
             .collect();
-        let rooms = self.site.rooms.clone();
+        let rooms = site.rooms.clone();
         let floor_height = self.config.floor_height_m;
         let job = self.job.clone();
         let started = std::time::Instant::now();
