@@ -323,15 +323,24 @@ impl LiveState {
 
     /// Takes a changed site (rooms, doors, receivers edited by an administrator): the room
     /// graph, and the multilateration anchors unless a trained model is in use (it has
-    /// its own). Tracks are kept; their room filters start over on the new rooms.
+    /// its own). Tracks are kept; their room filters start over only when the list of
+    /// rooms changed (their beliefs are per room).
     pub fn set_building(&mut self, building: &Building) {
-        self.rooms = room_graph(building);
+        let graph = room_graph(building);
+        let same_rooms = graph.rooms().iter().map(|r| &r.id).eq(self
+            .rooms
+            .rooms()
+            .iter()
+            .map(|r| &r.id));
+        self.rooms = graph;
         if !self.trained {
             self.estimator = Arc::new(MultilatEstimator::for_building(building));
         }
-        for t in self.tracks.values_mut() {
-            t.room = RoomFilter::new(self.config.room.clone());
-            t.passed.clear();
+        if !same_rooms {
+            for t in self.tracks.values_mut() {
+                t.room = RoomFilter::new(self.config.room.clone());
+                t.passed.clear();
+            }
         }
     }
 

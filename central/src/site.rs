@@ -192,8 +192,12 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // What was applied last: most model writes (people, devices, rules) leave the
+        // site as it is, and the trackers should not notice them.
+        let mut applied: Option<Building> = None;
         loop {
             match load(store.as_ref(), &file).await {
+                Ok(site) if applied.as_ref() == Some(&site) => {}
                 Ok(site) => {
                     if let Some(live) = &live {
                         live.set_building(&site);
@@ -201,6 +205,7 @@ pub fn spawn(
                     if let Some(t) = &training {
                         t.set_site(crate::training::Site::from_building(&site));
                     }
+                    applied = Some(site);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "loading the stored site for positioning failed; keeping the last one")
