@@ -977,6 +977,35 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_site_keeps_the_tracks() {
+        let b = Building::example();
+        let mut live = LiveState::new(&b, LiveConfig::default());
+        for s in 0..5 {
+            live.apply(&heard_at(&b, "tag", 14.5, 9.0, s * 1000));
+        }
+        let room = |l: &LiveState| l.position("tag").and_then(|p| p.room.clone());
+        assert_eq!(room(&live).as_deref(), Some("meeting"));
+        // A receiver moved (same rooms): the room filter keeps its state.
+        let mut moved = b.clone();
+        moved.receivers[0].x += 0.5;
+        live.set_building(&moved);
+        assert_eq!(live.tracked(), 1);
+        assert_eq!(room(&live).as_deref(), Some("meeting"));
+        // The meeting room split in two: the room filter starts over on the new rooms.
+        let mut split = b.clone();
+        let i = split.rooms.iter().position(|r| r.id == "meeting").unwrap();
+        split.rooms[i].polygon = vec![[8.0, 6.0], [12.5, 6.0], [12.5, 12.0], [8.0, 12.0]];
+        let mut east = split.rooms[i].clone();
+        east.id = "meeting-east".into();
+        east.polygon = vec![[12.5, 6.0], [16.0, 6.0], [16.0, 12.0], [12.5, 12.0]];
+        split.rooms.push(east);
+        live.set_building(&split);
+        live.apply(&heard_at(&b, "tag", 14.5, 9.0, 5_000));
+        live.apply(&heard_at(&b, "tag", 14.5, 9.0, 6_000));
+        assert_eq!(room(&live).as_deref(), Some("meeting-east"));
+    }
+
+    #[test]
     fn queue_drops_oldest_when_full() {
         let q = LiveQueue::new(3);
         let door = |at_ms| LiveInput::Door {
