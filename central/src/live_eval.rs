@@ -369,6 +369,24 @@ fn room_filter_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
     out
 }
 
+/// Attribution settings of door openings calibration tries around `base`.
+fn passage_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
+    let mut out = Vec::new();
+    for passage_sigma_m in [1.0, 1.5] {
+        for passage_speed_bias in [0.03, 0.1] {
+            for passage_nobody in [0.02, 0.05] {
+                out.push(RoomFilterConfig {
+                    passage_sigma_m,
+                    passage_speed_bias,
+                    passage_nobody,
+                    ..base.clone()
+                });
+            }
+        }
+    }
+    out
+}
+
 /// What calibration minimises: the share of walking and of standing estimates in the
 /// wrong room, one room change per minute of a device standing still costing as much as
 /// 20 % wrong estimates (a flapping room shows in occupancy and raises access alerts).
@@ -439,6 +457,19 @@ pub fn evaluate_live(
             c.room = room.clone();
             let r = replay(&b, &rec, c, estimator.clone(), opts);
             let cost = room_cost(&r);
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, room));
+            }
+        }
+        if let Some((_, room)) = best {
+            config.room = room;
+        }
+        // Then how door openings are put down to the devices near them.
+        let mut best: Option<(f64, RoomFilterConfig)> = None;
+        for room in passage_grid(&config.room) {
+            let mut c = config.clone();
+            c.room = room.clone();
+            let cost = room_cost(&replay(&b, &rec, c, estimator.clone(), opts));
             if best.as_ref().is_none_or(|(c, _)| cost < *c) {
                 best = Some((cost, room));
             }

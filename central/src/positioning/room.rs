@@ -269,8 +269,8 @@ impl Default for RoomFilterConfig {
             hold_bypass_share: 0.15,
             evidence_weight: 0.5,
             passage_sigma_m: 1.5,
-            passage_speed_bias: 0.1,
-            passage_nobody: 0.05,
+            passage_speed_bias: 0.03,
+            passage_nobody: 0.02,
         }
     }
 }
