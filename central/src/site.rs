@@ -132,8 +132,12 @@ fn shared_wall_middle(a: &[[f64; 2]], b: &[[f64; 2]]) -> Option<[f64; 2]> {
     best.map(|(_, p)| p)
 }
 
-/// Every row of one list (the store pages them).
-async fn all<T, F, Fut>(list: F, key: impl Fn(&T) -> String) -> anyhow::Result<Vec<T>>
+/// Every row of one list matching `base` (the store pages them).
+async fn all<T, F, Fut>(
+    base: &ListQuery,
+    list: F,
+    key: impl Fn(&T) -> String,
+) -> anyhow::Result<Vec<T>>
 where
     F: Fn(ListQuery) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<T>, crate::storage::model::ModelError>>,
@@ -143,7 +147,7 @@ where
         let q = ListQuery {
             after: out.last().map(&key),
             limit: 500,
-            ..ListQuery::default()
+            ..base.clone()
         };
         let page = list(q).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let done = page.len() < 500;
@@ -158,20 +162,28 @@ where
 /// no room of the building is stored.
 pub async fn load(store: &dyn Store, file: &Building) -> anyhow::Result<Building> {
     let id = crate::model::slug(&file.name);
+    // Doors have no building of their own: all of them, `merge` keeps this building's.
+    let this_building = ListQuery {
+        building: Some(id.clone()),
+        ..ListQuery::default()
+    };
     let rooms = all(
+        &this_building,
         |q| async move { store.rooms(&q).await },
         |r: &Room| r.id.clone(),
     )
     .await?;
-    if !rooms.iter().any(|r| r.building == id) {
+    if rooms.is_empty() {
         return Ok(file.clone());
     }
     let doors = all(
+        &ListQuery::default(),
         |q| async move { store.doors(&q).await },
         |d: &Door| d.id.clone(),
     )
     .await?;
     let receivers = all(
+        &this_building,
         |q| async move { store.receivers(&q).await },
         |r: &Receiver| r.node.clone(),
     )

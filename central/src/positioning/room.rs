@@ -405,14 +405,6 @@ impl RoomFilter {
                 None
             };
         }
-        // Passages a door event makes likely for this device, found once.
-        let active: Vec<&str> = doors
-            .iter()
-            .filter(|d| {
-                (now_ms - d.at_ms).abs() <= c.door_window_ms && self.door_near(graph, &d.door, at)
-            })
-            .map(|d| d.door.as_str())
-            .collect();
         if self.belief.len() != n || self.last_ms.is_none() {
             // First estimate: its own probabilities (the likelihood floor is for updates).
             self.belief = graph
@@ -436,6 +428,15 @@ impl RoomFilter {
             let mut total = 0.0;
             // Mass that jumps to any room, spread evenly.
             let mut jump = 0.0;
+            // Passages a door event makes likely for this device, found once.
+            let active: Vec<&str> = doors
+                .iter()
+                .filter(|d| {
+                    (now_ms - d.at_ms).abs() <= c.door_window_ms
+                        && self.door_near(graph, &d.door, at)
+                })
+                .map(|d| d.door.as_str())
+                .collect();
             for i in 0..n {
                 let b = self.belief[i];
                 let rate = |d: &str| {
