@@ -6,7 +6,7 @@
 //! server runs, and every estimate is compared with the simulator's truth.
 
 use crate::live::{LiveConfig, LiveEstimator, LiveInput, LiveState, MultilatEstimator};
-use crate::positioning::{fit_path_loss, RoomFilterConfig};
+use crate::positioning::{fit_path_loss, KalmanConfig, RoomFilterConfig};
 use chrono::{DateTime, Duration, Utc};
 use roomsense_common::sim::{Building, DeviceTruth, SimError, SimEvent, SimOptions, Simulator};
 use serde::Serialize;
@@ -80,6 +80,9 @@ pub struct SimEvalReport {
     pub window_ms: i64,
     pub room_filter: RoomFilterConfig,
     pub kalman_accel_std: Option<f64>,
+    /// The track's two-model settings: mean walk (s; 0 = walking model alone) and the
+    /// measurement-noise scale the models are weighed with.
+    pub kalman_still_model: Option<(f64, f64)>,
     pub radius_scale: f32,
     /// Per receiver: fitted (rssi_at_1m, exponent).
     pub fitted_receivers: Vec<(String, f32, f32)>,
@@ -446,6 +449,30 @@ pub fn evaluate_live(
         if let Some((_, c)) = best {
             config = c;
         }
+        // Whether the track also weighs a "standing still" model, and how readily it
+        // believes a device stopped or walks on.
+        if let Some(k) = config.kalman.clone() {
+            let mut best: Option<(f64, LiveConfig)> = None;
+            for (mean_walk_s, mode_noise_scale) in
+                [(0.0, 1.0), (20.0, 0.1), (20.0, 0.25), (20.0, 0.5)]
+            {
+                let mut c = config.clone();
+                c.kalman = Some(KalmanConfig {
+                    mean_walk_s,
+                    mode_noise_scale,
+                    ..k.clone()
+                });
+                let r = replay(&b, &rec, c.clone(), estimator.clone(), opts);
+                let cost =
+                    room_cost(&r) + 0.01 * (r.walking.median_error_m + r.standing.median_error_m);
+                if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+                    best = Some((cost, c));
+                }
+            }
+            if let Some((_, c)) = best {
+                config = c;
+            }
+        }
         // Error radius: as wide as it needs to be to hold the truth as often as it claims
         // (the room probabilities are computed with it, so this also sets their certainty).
         let r = replay(&b, &rec, config.clone(), estimator.clone(), opts);
@@ -481,6 +508,10 @@ pub fn evaluate_live(
     let window_ms = config.window.window_ms;
     let room_filter = config.room.clone();
     let kalman_accel_std = config.kalman.as_ref().map(|k| k.accel_std);
+    let kalman_still_model = config
+        .kalman
+        .as_ref()
+        .map(|k| (k.mean_walk_s, k.mode_noise_scale));
     let radius_scale = config.radius_scale;
     let r = score(
         &b,
@@ -506,6 +537,7 @@ pub fn evaluate_live(
         window_ms,
         room_filter,
         kalman_accel_std,
+        kalman_still_model,
         radius_scale,
         fitted_receivers: b
             .receivers
