@@ -86,6 +86,10 @@ struct EvalArgs {
     devices: usize,
     #[arg(long, default_value_t = 1800)]
     duration: u64,
+    /// `--method live`: simulated seconds of each calibration run (longer runs choose the
+    /// settings on more walks and stops).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(60..))]
+    calibration_duration: u64,
     /// `--method live`: use the building file's path loss and a 10 s window instead of
     /// fitting them on a calibration run.
     #[arg(long)]
@@ -160,6 +164,7 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         seed: args.seed,
         devices: args.devices,
         duration_s: args.duration,
+        calibration_s: args.calibration_duration,
         calibrate: !args.no_calibration,
         ..SimEvalOptions::default()
     };
