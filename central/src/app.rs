@@ -210,11 +210,14 @@ impl Application {
                 .clone()
                 .run_calibration_collector(background.clone()),
         ));
-        if let (Some(l), Some(b)) = (&live, &building) {
+        // The stored site (the building file merged with rooms, doors and receivers edited
+        // over REST), as `site::spawn` below loads it.
+        let (site_tx, site_rx) = tokio::sync::watch::channel(building.clone());
+        if let Some(l) = &live {
             tasks.push(tokio::spawn(crate::training::follow_models(
                 training.models(),
+                site_rx,
                 l.clone(),
-                b.clone(),
                 background.clone(),
             )));
         }
@@ -253,6 +256,7 @@ impl Application {
                 live.clone(),
                 Some(training.clone()),
                 bus.watch_model(),
+                site_tx,
                 background.clone(),
             ));
         }

@@ -193,7 +193,8 @@ pub async fn load(store: &dyn Store, file: &Building) -> anyhow::Result<Building
 
 /// Keeps the live positioning and training (calibration, `POST /api/position`) on the
 /// stored site: loads it now and after every change of the stored model (`changes`,
-/// bumped by REST writes). A failed load keeps the last site and is retried at the next
+/// bumped by REST writes), and publishes it on `site_tx` (a trained model's multilateration
+/// fallback follows it). A failed load keeps the last site and is retried at the next
 /// change.
 pub fn spawn(
     store: Arc<dyn Store>,
@@ -201,6 +202,7 @@ pub fn spawn(
     live: Option<Arc<LivePositions>>,
     training: Option<Arc<Training>>,
     mut changes: tokio::sync::watch::Receiver<u64>,
+    site_tx: tokio::sync::watch::Sender<Option<Building>>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -217,6 +219,7 @@ pub fn spawn(
                     if let Some(t) = &training {
                         t.set_site(crate::training::Site::from_building(&site));
                     }
+                    site_tx.send_replace(Some(site.clone()));
                     applied = Some(site);
                 }
                 Err(e) => {
@@ -310,12 +313,14 @@ mod tests {
             Some(crate::training::Site::from_building(&file)),
             crate::config::TrainingConfig::default(),
         ));
+        let (site_tx, mut site_rx) = tokio::sync::watch::channel(None);
         let task = spawn(
             store.clone(),
             file.clone(),
             Some(live.clone()),
             Some(training.clone()),
             rx,
+            site_tx,
             stop.clone(),
         );
         let mut meeting = store.room("meeting").await.unwrap().unwrap();
@@ -329,7 +334,12 @@ mod tests {
             let trained_rooms = training.site().rooms.clone();
             let t = trained_rooms.iter().find(|r| r.id == "meeting").unwrap();
             let edited = vec![(8.0, 6.0), (12.0, 6.0), (12.0, 12.0), (8.0, 12.0)];
-            if m.polygon == edited && t.polygon == edited {
+            let published = site_rx.borrow_and_update().as_ref().is_some_and(|b| {
+                b.rooms
+                    .iter()
+                    .any(|r| r.id == "meeting" && r.polygon.first() == Some(&[8.0, 6.0]))
+            });
+            if m.polygon == edited && t.polygon == edited && published {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "never reloaded");

@@ -608,23 +608,30 @@ impl crate::live::LiveEstimator for TrainedEstimator {
     }
 }
 
-/// Swaps each new active model into the live path (the current one first). Runs until
-/// `stop` or until the training service is gone.
+/// Swaps each new active model into the live path (the current one first), and rebuilds
+/// it on every change of the site (`site`: its receivers are the model's multilateration
+/// fallback). Runs until `stop` or until the training service is gone.
 pub async fn follow_models(
     mut models: watch::Receiver<Option<Arc<ActiveModel>>>,
+    mut site: watch::Receiver<Option<Building>>,
     live: Arc<crate::live::LivePositions>,
-    building: Building,
     stop: CancellationToken,
 ) {
+    let mut used: Option<i64> = None;
     loop {
         let current = models.borrow_and_update().clone();
-        if let Some(m) = current {
-            tracing::info!(version = m.version, "live positioning uses model");
-            live.set_estimator(Arc::new(TrainedEstimator::new(m, &building)));
+        let building = site.borrow_and_update().clone();
+        if let (Some(m), Some(b)) = (current, building) {
+            if used != Some(m.version) {
+                tracing::info!(version = m.version, "live positioning uses model");
+                used = Some(m.version);
+            }
+            live.set_estimator(Arc::new(TrainedEstimator::new(m, &b)));
         }
         tokio::select! {
             _ = stop.cancelled() => return,
             r = models.changed() => if r.is_err() { return },
+            r = site.changed() => if r.is_err() { return },
         }
     }
 }
@@ -667,10 +674,9 @@ mod tests {
         out
     }
 
-    #[test]
-    fn the_live_path_uses_the_trained_radio_map_and_falls_back_to_multilateration() {
-        let b = Building::example();
-        let data = samples(&b);
+    /// A model trained on `samples(b)`.
+    fn trained(b: &Building) -> Arc<ActiveModel> {
+        let data = samples(b);
         let opts = TrainOptions {
             max_k: 4,
             ..TrainOptions::default()
@@ -686,8 +692,71 @@ mod tests {
             path_loss: serde_json::to_string(&out.path_loss).unwrap(),
             model: serde_json::to_string(&out.model).unwrap(),
         };
-        let model = Arc::new(ActiveModel::from_record(&record).unwrap());
-        let est = TrainedEstimator::new(model, &b);
+        Arc::new(ActiveModel::from_record(&record).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_trained_models_fallback_follows_the_site() {
+        use crate::live::{LiveConfig, LiveInput, LivePositions};
+        let b = Building::example();
+        let live = Arc::new(LivePositions::new(
+            &b,
+            LiveConfig {
+                kalman: None,
+                ..LiveConfig::default()
+            },
+        ));
+        let (_models_tx, models) = watch::channel(Some(trained(&b)));
+        let (site_tx, site) = watch::channel(Some(b.clone()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(follow_models(models, site, live.clone(), stop.clone()));
+        // Only upstairs receivers heard (not in the radio map): the fallback locates it.
+        let mut t = 0;
+        let mut upstairs_x = || {
+            t += 1000;
+            let inputs: Vec<LiveInput> = b
+                .receivers
+                .iter()
+                .filter(|r| r.floor == 1)
+                .map(|r| LiveInput::Sighting {
+                    receiver: r.node.as_str().to_string(),
+                    device: "tag".into(),
+                    rssi: -65.0,
+                    at_ms: t,
+                })
+                .collect();
+            live.apply(&inputs);
+            live.position("tag").map(|p| (p.x, p.method))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (before, _) = upstairs_x().unwrap();
+        // An administrator moves every upstairs receiver 6 m east.
+        let mut moved = b.clone();
+        for r in moved.receivers.iter_mut().filter(|r| r.floor == 1) {
+            r.x += 6.0;
+        }
+        site_tx.send_replace(Some(moved));
+        loop {
+            let (x, method) = upstairs_x().unwrap();
+            if (x - before - 6.0).abs() < 1.0 {
+                assert_eq!(method, "multilateration");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fallback still at x {x} (was {before})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn the_live_path_uses_the_trained_radio_map_and_falls_back_to_multilateration() {
+        let b = Building::example();
+        let data = samples(&b);
+        let est = TrainedEstimator::new(trained(&b), &b);
         // the live scan names receivers by node id, as the live path does
         let s = &data[17];
         let names: Vec<String> = s
