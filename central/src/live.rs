@@ -15,8 +15,8 @@
 use crate::bus::{EventBus, LiveEvent};
 use crate::ingest::IngestStats;
 use crate::positioning::{
-    multilaterate, Anchor, DoorEvent, Estimate, KalmanConfig, KalmanTrack, MultilatConfig, Room,
-    RoomFilter, RoomFilterConfig, RoomGraph, RssiWindow, WindowConfig,
+    multilaterate_near, Anchor, DoorEvent, Estimate, KalmanConfig, KalmanTrack, MultilatConfig,
+    Prior, Room, RoomFilter, RoomFilterConfig, RoomGraph, RssiWindow, WindowConfig,
 };
 use crate::storage::positions::PositionRecord;
 use crate::storage::{Received, Store, WriteItem};
@@ -108,6 +108,13 @@ pub fn inputs_of_commit(items: &[WriteItem]) -> Vec<LiveInput> {
 pub trait LiveEstimator: Send + Sync {
     /// `scan`: `(receiver id, smoothed dBm)`, strongest first.
     fn estimate(&self, scan: &[(&str, f32)]) -> Option<Estimate>;
+
+    /// [`Self::estimate`] for a device whose track expects it near `prior`: an estimator
+    /// whose readings fit several places about as well takes the one near the track.
+    fn estimate_near(&self, scan: &[(&str, f32)], prior: Option<Prior>) -> Option<Estimate> {
+        let _ = prior;
+        self.estimate(scan)
+    }
 }
 
 /// Multilateration against the building's receivers with their path-loss parameters.
@@ -141,7 +148,11 @@ impl LiveEstimator for MultilatEstimator {
     /// of that floor when there are 3 or more: slabs attenuate far more than the extra
     /// distance accounts for, so other floors' receivers would pull the fit away.
     fn estimate(&self, scan: &[(&str, f32)]) -> Option<Estimate> {
-        let est = multilaterate(&self.anchors, scan, &self.config)?;
+        self.estimate_near(scan, None)
+    }
+
+    fn estimate_near(&self, scan: &[(&str, f32)], prior: Option<Prior>) -> Option<Estimate> {
+        let est = multilaterate_near(&self.anchors, scan, &self.config, prior)?;
         let on_floor: Vec<(&str, f32)> = scan
             .iter()
             .filter(|(id, _)| {
@@ -152,7 +163,7 @@ impl LiveEstimator for MultilatEstimator {
             .copied()
             .collect();
         if on_floor.len() >= 3 && on_floor.len() < scan.len() {
-            multilaterate(&self.anchors, &on_floor, &self.config).or(Some(est))
+            multilaterate_near(&self.anchors, &on_floor, &self.config, prior).or(Some(est))
         } else {
             Some(est)
         }
@@ -174,6 +185,10 @@ pub struct LiveConfig {
     /// true position as often as it claims; it also sets how sure the room probabilities
     /// are).
     pub radius_scale: f32,
+    /// How much a track's expected position counts when the readings fit two places
+    /// about as well (multilateration's local minima): its spread is divided by the square
+    /// root of this; 0 = the readings' best fit alone.
+    pub track_prior_weight: f64,
 }
 
 impl Default for LiveConfig {
@@ -186,6 +201,7 @@ impl Default for LiveConfig {
             update_interval_ms: 1_000,
             // What calibration on the simulator chooses (BENCHMARKS.md).
             radius_scale: 1.5,
+            track_prior_weight: 3.0,
         }
     }
 }
@@ -499,21 +515,31 @@ impl LiveState {
         let building = self.building.clone();
         let window_ms = self.config.window.window_ms;
         let radius_scale = self.config.radius_scale;
+        let prior_weight = self.config.track_prior_weight;
         let t = self.track(device, now_ms);
         let started_ms = t.started_ms;
         t.pending_ms = None;
         t.window.expire(now_ms);
         let snap = t.window.snapshot(now_ms);
         let scan: Vec<(&str, f32)> = snap.iter().map(|(id, r, _)| (id.as_str(), *r)).collect();
-        let est = estimator.estimate(&scan);
+        // The window's mean RSSI describes where the device was about half a window ago:
+        // the track is filtered at that time, then moved on at its velocity.
+        let lag = (window_ms / 2).min((now_ms - started_ms) / 2).max(0);
+        let at = now_ms - lag;
+        let prior = t
+            .kalman
+            .as_ref()
+            .and_then(|k| k.prior_at(at))
+            .filter(|_| prior_weight > 0.0)
+            .map(|p| Prior {
+                std: p.std / prior_weight.sqrt(),
+                ..p
+            });
+        let est = estimator.estimate_near(&scan, prior);
         let position = est.map(|est| {
             t.located_ms = Some(now_ms);
             let (x, y, radius, method) = match &mut t.kalman {
                 Some(k) => {
-                    // The window's mean RSSI describes where the device was about half a
-                    // window ago: filter at that time, then move on at the track's velocity.
-                    let lag = (window_ms / 2).min((now_ms - started_ms) / 2).max(0);
-                    let at = now_ms - lag;
                     k.update(at, est.x, est.y, est.error_radius_m, est.floor);
                     let (x, y, std) = k.ahead(lag).unwrap_or((est.x, est.y, 0.0));
                     // The filter's 1-sigma per axis → a radius holding most of the mass,
@@ -527,6 +553,8 @@ impl LiveState {
             let probs =
                 crate::positioning::room_probabilities(rooms.rooms(), x, y, est.floor, radius);
             let passed = std::mem::take(&mut t.passed);
+            t.room
+                .set_moving(t.kalman.as_ref().and_then(KalmanTrack::is_walking));
             let room = t
                 .room
                 .update(

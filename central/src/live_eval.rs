@@ -83,6 +83,8 @@ pub struct SimEvalReport {
     /// The track's two-model settings: mean walk (s; 0 = walking model alone) and the
     /// measurement-noise scale the models are weighed with.
     pub kalman_still_model: Option<(f64, f64)>,
+    /// How much the track's expected position chooses between multilateration's fits.
+    pub track_prior_weight: f64,
     pub radius_scale: f32,
     /// Per receiver: fitted (rssi_at_1m, exponent).
     pub fitted_receivers: Vec<(String, f32, f32)>,
@@ -473,6 +475,24 @@ pub fn evaluate_live(
                 config = c;
             }
         }
+        // How much the track's expected position chooses between fits that the readings
+        // support about equally (a device near a wall, heard through a door).
+        if config.kalman.is_some() {
+            let mut best: Option<(f64, f64)> = None;
+            for w in [0.0, 1.0, 3.0, 10.0] {
+                let mut c = config.clone();
+                c.track_prior_weight = w;
+                let r = replay(&b, &rec, c, estimator.clone(), opts);
+                let cost =
+                    room_cost(&r) + 0.01 * (r.walking.median_error_m + r.standing.median_error_m);
+                if best.is_none_or(|(b, _)| cost < b) {
+                    best = Some((cost, w));
+                }
+            }
+            if let Some((_, w)) = best {
+                config.track_prior_weight = w;
+            }
+        }
         // Error radius: as wide as it needs to be to hold the truth as often as it claims
         // (the room probabilities are computed with it, so this also sets their certainty).
         let r = replay(&b, &rec, config.clone(), estimator.clone(), opts);
@@ -504,6 +524,19 @@ pub fn evaluate_live(
         if let Some((_, room)) = best {
             config.room = room;
         }
+        // And how readily a walking device (by its track) changes rooms.
+        let mut best: Option<(f64, RoomFilterConfig)> = None;
+        for moving_switch_ratio in [1.0, 1.5, 3.0] {
+            let mut c = config.clone();
+            c.room.moving_switch_ratio = moving_switch_ratio;
+            let cost = room_cost(&replay(&b, &rec, c.clone(), estimator.clone(), opts));
+            if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+                best = Some((cost, c.room));
+            }
+        }
+        if let Some((_, room)) = best {
+            config.room = room;
+        }
     }
     let window_ms = config.window.window_ms;
     let room_filter = config.room.clone();
@@ -513,6 +546,7 @@ pub fn evaluate_live(
         .as_ref()
         .map(|k| (k.mean_walk_s, k.mode_noise_scale));
     let radius_scale = config.radius_scale;
+    let track_prior_weight = config.track_prior_weight;
     let r = score(
         &b,
         config,
@@ -538,6 +572,7 @@ pub fn evaluate_live(
         room_filter,
         kalman_accel_std,
         kalman_still_model,
+        track_prior_weight,
         radius_scale,
         fitted_receivers: b
             .receivers

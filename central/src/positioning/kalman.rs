@@ -325,6 +325,25 @@ impl KalmanTrack {
         self.ahead(at_ms - self.last_ms?)
     }
 
+    /// Where the track expects the device at `at_ms` (see [`Self::at`]), as a prior for the
+    /// next estimate: the walking model's spread, which also holds a device setting off.
+    pub fn prior_at(&self, at_ms: i64) -> Option<super::Prior> {
+        let (x, y, _) = self.at(at_ms)?;
+        let dt = (at_ms - self.last_ms?).max(0) as f64 / 1000.0;
+        let var = |a: &Axis| a.p00 + 2.0 * dt * a.p01 + dt * dt * a.p11;
+        let q = self.config.accel_std * self.config.accel_std;
+        // Process noise of a constant-velocity model over dt (position part).
+        let std = (var(&self.x).max(var(&self.y)) + q * dt.powi(4) / 4.0)
+            .max(0.0)
+            .sqrt();
+        Some(super::Prior {
+            x,
+            y,
+            floor: self.floor?,
+            std,
+        })
+    }
+
     /// Where the device may be at `at_ms` (moved on from the last update, never back): per
     /// motion model its probability, position and speed (m/s).
     pub fn modes_at(&self, at_ms: i64) -> Vec<(f64, f64, f64, f64)> {
@@ -361,6 +380,12 @@ impl KalmanTrack {
     /// Whether the track reports the still model (see `still_threshold`).
     pub fn is_still(&self) -> bool {
         self.last_ms.is_some() && self.two_models() && self.still >= self.config.still_threshold
+    }
+
+    /// Whether the device more likely walks than stands still, by the track's two motion
+    /// models (none with the walking model alone, or before the first update).
+    pub fn is_walking(&self) -> Option<bool> {
+        (self.last_ms.is_some() && self.two_models()).then_some(self.still < 0.5)
     }
 
     /// Last smoothed position, if any.

@@ -32,7 +32,8 @@ pub use fingerprint::{
 };
 pub use kalman::{KalmanConfig, KalmanTrack};
 pub use multilat::{
-    fit_path_loss, multilaterate, rssi_to_distance, solve, Anchor, MultilatConfig, Observation,
+    fit_path_loss, multilaterate, multilaterate_near, rssi_to_distance, solve, solve_near, Anchor,
+    MultilatConfig, Observation, Prior,
 };
 pub use room::{
     room_at, room_probabilities, DoorEvent, Room, RoomFilter, RoomFilterConfig, RoomGraph,

@@ -85,12 +85,34 @@ pub struct Observation<'a> {
     pub rssi: f32,
 }
 
+/// Where a track expects the device (on `floor`, at `x`/`y` give or take `std` metres):
+/// when the fit has several local minima (readings that fit two places about as well),
+/// the one near the track is taken. The estimate stays the readings' own fit; the prior
+/// only chooses between fits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prior {
+    pub x: f64,
+    pub y: f64,
+    pub floor: i32,
+    pub std: f64,
+}
+
 /// Locate a scan `(anchor id, dBm)` against `anchors`. Unknown ids are ignored;
 /// `None` if no reading matches an anchor.
 pub fn multilaterate(
     anchors: &[Anchor],
     scan: &[(&str, f32)],
     cfg: &MultilatConfig,
+) -> Option<Estimate> {
+    multilaterate_near(anchors, scan, cfg, None)
+}
+
+/// [`multilaterate`], choosing between local minima by `prior` (see [`Prior`]).
+pub fn multilaterate_near(
+    anchors: &[Anchor],
+    scan: &[(&str, f32)],
+    cfg: &MultilatConfig,
+    prior: Option<Prior>,
 ) -> Option<Estimate> {
     let by_id: HashMap<&str, &Anchor> = anchors.iter().map(|a| (a.id.as_str(), a)).collect();
     // Several readings of one anchor: keep the strongest, whatever the input order.
@@ -114,11 +136,20 @@ pub fn multilaterate(
             .total_cmp(&a.rssi)
             .then_with(|| a.anchor.id.cmp(&b.anchor.id))
     });
-    solve(&obs, cfg)
+    solve_near(&obs, cfg, prior)
 }
 
 /// Multilateration over resolved observations.
 pub fn solve(obs: &[Observation], cfg: &MultilatConfig) -> Option<Estimate> {
+    solve_near(obs, cfg, None)
+}
+
+/// [`solve`], choosing between local minima by `prior` (see [`Prior`]).
+pub fn solve_near(
+    obs: &[Observation],
+    cfg: &MultilatConfig,
+    prior: Option<Prior>,
+) -> Option<Estimate> {
     if obs.is_empty() {
         return None;
     }
@@ -178,14 +209,27 @@ pub fn solve(obs: &[Observation], cfg: &MultilatConfig) -> Option<Estimate> {
         starts.push((2.0 * m.x - cx + 0.05, 2.0 * m.y - cy + 0.05));
     }
 
-    let mut best: Option<(f64, f64, f64)> = None;
+    // A prior on this floor: start there too, and weigh each fit by its distance from it
+    // (the fit's chi-square plus the prior's).
+    let prior = prior
+        .filter(|p| p.floor == floor && p.x.is_finite() && p.y.is_finite() && p.std.is_finite());
+    if let Some(p) = prior {
+        starts.push((p.x, p.y));
+    }
+    let penalty = |x: f64, y: f64| {
+        prior.map_or(0.0, |p| {
+            ((x - p.x).powi(2) + (y - p.y).powi(2)) / p.std.max(0.05).powi(2)
+        })
+    };
+    let mut best: Option<(f64, f64, f64, f64)> = None;
     for (sx, sy) in starts {
         let (x, y, cost) = levenberg_marquardt(&meas, sx, sy, cfg.max_iterations);
-        if cost.is_finite() && best.is_none_or(|b| cost < b.2) {
-            best = Some((x, y, cost));
+        let score = cost + penalty(x, y);
+        if score.is_finite() && best.is_none_or(|b| score < b.3) {
+            best = Some((x, y, cost, score));
         }
     }
-    let (x, y, cost) = best?;
+    let (x, y, cost, _) = best?;
 
     // Covariance of the fit, scaled by the residuals when they are worse than modelled.
     let (jtj, _) = normal_equations(&meas, x, y);
@@ -413,6 +457,49 @@ mod tests {
             let err3 = ((e3.x - x).powi(2) + (e3.y - y).powi(2)).sqrt();
             assert!(err3 < 0.02, "3 anchors ({x},{y}) err {err3}");
         }
+    }
+
+    #[test]
+    fn a_prior_chooses_between_fits_the_readings_support_equally() {
+        // Two receivers: a device at (10, 4) fits (10, -4) just as well.
+        let a = anchors();
+        let two: Vec<(&str, f32)> = a[..2]
+            .iter()
+            .map(|x| (x.id.as_str(), ideal_rssi(x, 10.0, 4.0)))
+            .collect();
+        let cfg = MultilatConfig::default();
+        for y in [4.0, -4.0] {
+            let prior = Prior {
+                x: 9.0,
+                y,
+                floor: 0,
+                std: 2.0,
+            };
+            let e = multilaterate_near(&a, &two, &cfg, Some(prior)).unwrap();
+            assert!((e.x - 10.0).abs() < 0.1 && (e.y - y).abs() < 0.1, "{e:?}");
+        }
+        // The prior only chooses: with enough receivers the readings' own fit stands.
+        let all: Vec<(&str, f32)> = a
+            .iter()
+            .map(|x| (x.id.as_str(), ideal_rssi(x, 10.0, 4.0)))
+            .collect();
+        let far = Prior {
+            x: 2.0,
+            y: 12.0,
+            floor: 0,
+            std: 2.0,
+        };
+        let e = multilaterate_near(&a, &all, &cfg, Some(far)).unwrap();
+        assert!(
+            (e.x - 10.0).abs() < 0.05 && (e.y - 4.0).abs() < 0.05,
+            "{e:?}"
+        );
+        // A prior on another floor is ignored.
+        let other = Prior { floor: 1, ..far };
+        assert_eq!(
+            multilaterate_near(&a, &all, &cfg, Some(other)),
+            multilaterate(&a, &all, &cfg)
+        );
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub struct RoomFilterConfig {
     /// (passages without a contact, stairs, or a door held open).
     pub pass_rate: f64,
     /// Rate of walking through a door whose contact reported a transition within
-    /// `door_window_ms`.
+    /// `door_window_ms` (not for a device whose track says it stands still).
     pub door_pass_rate: f64,
     /// Rate of turning up in a room not joined to the current one (lets the filter recover
     /// from a missed passage or a wrong start).
@@ -233,6 +233,9 @@ pub struct RoomFilterConfig {
     /// The reported room changes only when another room's belief is this many times the
     /// reported room's.
     pub switch_ratio: f64,
+    /// `switch_ratio` while the device's track says it walks (see [`RoomFilter::set_moving`]):
+    /// the hysteresis is for devices standing at a wall, a walking one should be followed.
+    pub moving_switch_ratio: f64,
     /// Without a passage, another room must lead by `switch_ratio` this long (ms) before
     /// the reported room changes.
     pub switch_hold_ms: i64,
@@ -264,6 +267,7 @@ impl Default for RoomFilterConfig {
             door_radius_m: 3.0,
             min_likelihood: 0.03,
             switch_ratio: 3.0,
+            moving_switch_ratio: 1.5,
             passage_prob: 0.97,
             switch_hold_ms: 0,
             hold_bypass_share: 0.15,
@@ -293,6 +297,8 @@ pub struct RoomFilter {
     challenger: Option<(usize, i64)>,
     /// Passages put down to this device in the last `door_window_ms`: door, share, time.
     recent: Vec<(String, f64, i64)>,
+    /// Whether the device's track says it walks (none: its motion is not known).
+    moving: Option<bool>,
 }
 
 impl RoomFilter {
@@ -337,6 +343,14 @@ impl RoomFilter {
             }
         }
         self.belief = next;
+    }
+
+    /// Whether the device walks, as its track's motion models say (none: not known), for
+    /// the next updates: a walking device switches rooms at `moving_switch_ratio`, one
+    /// standing still (or of unknown motion) at `switch_ratio`; a door that just opened
+    /// near it makes walking through that door likely unless it stands still.
+    pub fn set_moving(&mut self, moving: Option<bool>) {
+        self.moving = moving;
     }
 
     /// Belief of each room (same order as the graph's rooms), after the last update.
@@ -432,7 +446,8 @@ impl RoomFilter {
             let active: Vec<&str> = doors
                 .iter()
                 .filter(|d| {
-                    (now_ms - d.at_ms).abs() <= c.door_window_ms
+                    self.moving != Some(false)
+                        && (now_ms - d.at_ms).abs() <= c.door_window_ms
                         && self.door_near(graph, &d.door, at)
                 })
                 .map(|d| d.door.as_str())
@@ -489,7 +504,13 @@ impl RoomFilter {
             .retain(|(_, _, at)| now_ms - at <= c.door_window_ms);
         self.recent
             .extend(passed.iter().map(|(d, share)| (d.clone(), *share, now_ms)));
-        let ratio = if walked { 1.0 } else { c.switch_ratio };
+        let ratio = if walked {
+            1.0
+        } else if self.moving == Some(true) {
+            c.moving_switch_ratio
+        } else {
+            c.switch_ratio
+        };
         self.current = match self.current {
             Some(cur) if best == cur || self.belief[best] < ratio * self.belief[cur] => {
                 self.challenger = None;
@@ -631,9 +652,21 @@ mod tests {
     /// Estimates (one a second, all in b after one in a) until the filter reports b, with
     /// `doors` reported and the device at `at`.
     fn estimates_to_switch(g: &RoomGraph, doors: &[DoorEvent], at: Option<(f64, f64)>) -> i64 {
+        estimates_to_switch_in(RoomFilterConfig::default(), None, g, doors, at)
+    }
+
+    /// [`estimates_to_switch`] with `config`, the track saying the device walks (`moving`).
+    fn estimates_to_switch_in(
+        config: RoomFilterConfig,
+        moving: Option<bool>,
+        g: &RoomGraph,
+        doors: &[DoorEvent],
+        at: Option<(f64, f64)>,
+    ) -> i64 {
         let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
         let in_b = room_probabilities(g.rooms(), 8.0, 2.0, 0, 1.0);
-        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        let mut t = RoomFilter::new(config);
+        t.set_moving(moving);
         assert_eq!(t.update(0, &in_a, g, at, &[], &[]), Some("a"));
         for k in 1..60 {
             if t.update(k * 1_000, &in_b, g, at, doors, &[]) == Some("b") {
@@ -661,6 +694,34 @@ mod tests {
             at_ms: 500,
         }];
         assert_eq!(estimates_to_switch(&g, &other, None), without);
+    }
+
+    #[test]
+    fn a_walking_device_is_followed_sooner_and_a_still_one_is_not_moved_by_a_door() {
+        let g = joined().with_door_positions([("a-b".to_string(), 5.0, 2.0)]);
+        let config = RoomFilterConfig {
+            switch_ratio: 100.0,
+            moving_switch_ratio: 1.0,
+            ..RoomFilterConfig::default()
+        };
+        let n = |moving, doors: &[DoorEvent]| {
+            estimates_to_switch_in(config.clone(), moving, &g, doors, Some((5.5, 2.0)))
+        };
+        // The hysteresis is for devices standing still (or of unknown motion).
+        assert!(n(Some(true), &[]) < n(Some(false), &[]));
+        assert_eq!(n(None, &[]), n(Some(false), &[]));
+        // A door opening beside a device standing still is someone else walking through.
+        let event = [DoorEvent {
+            door: "a-b".into(),
+            at_ms: 500,
+        }];
+        let d = |moving, doors: &[DoorEvent]| {
+            let c = RoomFilterConfig::default();
+            estimates_to_switch_in(c, moving, &g, doors, Some((5.5, 2.0)))
+        };
+        assert!(d(None, &event) < d(None, &[]));
+        assert!(d(Some(true), &event) < d(Some(true), &[]));
+        assert_eq!(d(Some(false), &event), d(Some(false), &[]));
     }
 
     #[test]
