@@ -259,6 +259,16 @@ pub struct LiveState {
     /// Newest input time seen, and when state was last pruned (input time).
     newest_ms: i64,
     pruned_ms: i64,
+    /// Door openings to look at again once the tracks have caught up.
+    reviews: VecDeque<Review>,
+}
+
+/// A door opening put down to devices, kept for a second look: per device on its floor,
+/// the room it was reported in then and the share it got.
+struct Review {
+    door: String,
+    at_ms: i64,
+    devices: Vec<(String, Option<String>, f64)>,
 }
 
 /// A door opening is put down only to devices estimated this recently.
@@ -334,6 +344,7 @@ impl LiveState {
             doors: VecDeque::new(),
             newest_ms: i64::MIN,
             pruned_ms: i64::MIN,
+            reviews: VecDeque::new(),
         }
     }
 
@@ -440,6 +451,7 @@ impl LiveState {
                 }
             }
         }
+        self.review_openings();
         for device in dirty {
             if let Some(at) = self.tracks.get(&device).and_then(|t| t.pending_ms) {
                 self.locate(&device, at, &mut out);
@@ -455,10 +467,45 @@ impl LiveState {
     /// the last few seconds within `door_radius_m` of the door (on its floor) may be the
     /// one: each gets a share of the passage, by how near its track was to the door then
     /// and how fast it moved, against a share for "someone without a tag". Their room
-    /// filters take it as evidence at their next estimate.
+    /// filters take it as evidence at their next estimate. The opening is looked at again
+    /// `review_after_ms` later (see [`Self::review_openings`]).
     fn attribute_opening(&mut self, door: &str, at_ms: i64) {
-        let Some((dx, dy, floor)) = self.rooms.door_place(door) else {
+        let Some(floor) = self.rooms.door_place(door).map(|d| d.2) else {
             return;
+        };
+        let shares = self.opening_shares(door, at_ms);
+        for (id, share) in &shares {
+            if let Some(t) = self.tracks.get_mut(id) {
+                t.passed.push((door.to_string(), *share));
+            }
+        }
+        if self.config.room.review_after_ms > 0 {
+            let recent = at_ms - ATTRIBUTE_WITHIN_MS;
+            let devices = self
+                .latest
+                .iter()
+                .filter(|(_, p)| p.floor == floor && p.at_ms >= recent)
+                .map(|(id, p)| {
+                    let given = shares.iter().find(|s| &s.0 == id).map_or(0.0, |s| s.1);
+                    (id.clone(), p.room.clone(), given)
+                })
+                .collect();
+            self.reviews.push_back(Review {
+                door: door.to_string(),
+                at_ms,
+                devices,
+            });
+        }
+    }
+
+    /// Shares of an opening of `door`, by the tracks as of `at_ms`: each device estimated
+    /// in the `ATTRIBUTE_WITHIN_MS` before within `door_radius_m` of the door (on its
+    /// floor), weighted per motion model of its track (walking, standing still) by how
+    /// likely the device is in it, how near it is to the door and how fast it moves (a
+    /// device that just set off from standing still may already be at the door).
+    fn opening_shares(&self, door: &str, at_ms: i64) -> Vec<(String, f64)> {
+        let Some((dx, dy, floor)) = self.rooms.door_place(door) else {
+            return Vec::new();
         };
         let c = &self.config.room;
         let recent = at_ms - ATTRIBUTE_WITHIN_MS;
@@ -471,9 +518,6 @@ impl LiveState {
             if p.floor != floor || t.located_ms.is_none_or(|l| l < recent) {
                 continue;
             }
-            // Per motion model of the track (walking, standing still), weighed by how
-            // likely the device is in it: a device that just set off from standing still
-            // may already be at the door.
             let modes = t
                 .kalman
                 .as_ref()
@@ -495,11 +539,49 @@ impl LiveState {
         }
         let total: f64 = weights.iter().map(|w| w.1).sum::<f64>() + c.passage_nobody;
         if total <= 0.0 {
-            return;
+            return Vec::new();
         }
-        for (id, w) in weights {
-            if let Some(t) = self.tracks.get_mut(&id) {
-                t.passed.push((door.to_string(), w / total));
+        weights.into_iter().map(|(id, w)| (id, w / total)).collect()
+    }
+
+    /// A second look at door openings `review_after_ms` old, when the tracks have caught
+    /// up: a device that stood still a few seconds before it walked through is shown at
+    /// its standing spot when the door opens (its estimates lag the RSSI window), too far
+    /// from the door for a share. Now it walks, near the door. Each device whose share is
+    /// now larger, and that is still reported in the room it was in then, gets the
+    /// difference as a passage through the door — unless its belief has mostly left that
+    /// room already.
+    fn review_openings(&mut self) {
+        let after = self.config.room.review_after_ms;
+        while self
+            .reviews
+            .front()
+            .is_some_and(|r| self.newest_ms - r.at_ms >= after)
+        {
+            let Some(review) = self.reviews.pop_front() else {
+                break;
+            };
+            let shares = self.opening_shares(&review.door, self.newest_ms);
+            for (id, share) in shares {
+                let Some((_, then, given)) = review.devices.iter().find(|d| d.0 == id) else {
+                    continue;
+                };
+                let Some(then) = then else {
+                    continue;
+                };
+                let still_there = self
+                    .latest
+                    .get(&id)
+                    .is_some_and(|p| p.room.as_ref() == Some(then));
+                let room = self.rooms.rooms().iter().position(|r| &r.id == then);
+                let Some(t) = self.tracks.get_mut(&id) else {
+                    continue;
+                };
+                let belief = room.and_then(|i| t.room.belief().get(i).copied());
+                let walking = t.kalman.as_ref().and_then(KalmanTrack::is_walking) != Some(false);
+                if share > *given && still_there && walking && belief.is_some_and(|b| b >= 0.5) {
+                    t.passed.push((review.door.clone(), share - given));
+                }
             }
         }
     }
@@ -1037,6 +1119,21 @@ mod tests {
         {
             assert_eq!(s.as_deref(), Some("corridor-0"));
         }
+        // Without the second look at the opening (once the track has caught up with the
+        // walker), the switch comes later.
+        let no_review = LiveConfig {
+            room: RoomFilterConfig {
+                review_after_ms: 0,
+                ..RoomFilterConfig::default()
+            },
+            ..LiveConfig::default()
+        };
+        let unreviewed = walk_past(true, no_review);
+        let c = first_in_corridor(&unreviewed).unwrap_or(i64::MAX);
+        assert!(a < c, "{a} {c}");
+        assert!(unreviewed
+            .iter()
+            .all(|(_, _, s)| s.as_deref() == Some("corridor-0")));
     }
 
     #[test]

@@ -524,14 +524,18 @@ pub fn evaluate_live(
         if let Some((_, room)) = best {
             config.room = room;
         }
-        // And how readily a walking device (by its track) changes rooms.
+        // And how readily a walking device (by its track) changes rooms, and whether door
+        // openings get a second look.
         let mut best: Option<(f64, RoomFilterConfig)> = None;
         for moving_switch_ratio in [1.0, 1.5, 3.0] {
-            let mut c = config.clone();
-            c.room.moving_switch_ratio = moving_switch_ratio;
-            let cost = room_cost(&replay(&b, &rec, c.clone(), estimator.clone(), opts));
-            if best.as_ref().is_none_or(|(b, _)| cost < *b) {
-                best = Some((cost, c.room));
+            for review_after_ms in [0, 1_500, 3_000] {
+                let mut c = config.clone();
+                c.room.moving_switch_ratio = moving_switch_ratio;
+                c.room.review_after_ms = review_after_ms;
+                let cost = room_cost(&replay(&b, &rec, c.clone(), estimator.clone(), opts));
+                if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+                    best = Some((cost, c.room));
+                }
             }
         }
         if let Some((_, room)) = best {

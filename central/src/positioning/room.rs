@@ -254,6 +254,9 @@ pub struct RoomFilterConfig {
     pub passage_speed_bias: f64,
     /// …and the weight of "someone without a tag".
     pub passage_nobody: f64,
+    /// An opening is put down to devices again this long after (ms; 0 = not): the tracks
+    /// have caught up with a device that set off just before it walked through.
+    pub review_after_ms: i64,
 }
 
 impl Default for RoomFilterConfig {
@@ -275,6 +278,7 @@ impl Default for RoomFilterConfig {
             passage_sigma_m: 1.5,
             passage_speed_bias: 0.03,
             passage_nobody: 0.02,
+            review_after_ms: 1_500,
         }
     }
 }

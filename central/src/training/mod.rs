@@ -598,13 +598,23 @@ impl TrainedEstimator {
 
 impl crate::live::LiveEstimator for TrainedEstimator {
     fn estimate(&self, scan: &[(&str, f32)]) -> Option<Estimate> {
+        self.estimate_near(scan, None)
+    }
+
+    /// The fingerprint answers alone; the multilateration fallback takes the track's
+    /// prior.
+    fn estimate_near(
+        &self,
+        scan: &[(&str, f32)],
+        prior: Option<crate::positioning::Prior>,
+    ) -> Option<Estimate> {
         let keyed: Vec<(String, f32)> = scan.iter().map(|(id, r)| (ble_key(id), *r)).collect();
         if self.model.known(&keyed) > 0 {
             if let Some((est, _)) = self.model.locate(&keyed) {
                 return Some(est);
             }
         }
-        crate::live::LiveEstimator::estimate(&self.fallback, scan)
+        crate::live::LiveEstimator::estimate_near(&self.fallback, scan, prior)
     }
 }
 
