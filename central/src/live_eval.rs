@@ -392,6 +392,22 @@ fn passage_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
     out
 }
 
+/// How readily a walking device changes rooms and when door openings get a second look,
+/// the settings calibration tries around `base`.
+fn walking_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
+    let mut out = Vec::new();
+    for moving_switch_ratio in [1.0, 1.5, 3.0] {
+        for review_after_ms in [0, 1_500, 3_000] {
+            out.push(RoomFilterConfig {
+                moving_switch_ratio,
+                review_after_ms,
+                ..base.clone()
+            });
+        }
+    }
+    out
+}
+
 /// What calibration minimises: the share of walking and of standing estimates in the
 /// wrong room, one room change per minute of a device standing still costing as much as
 /// 20 % wrong estimates (a flapping room shows in occupancy and raises access alerts).
@@ -429,8 +445,24 @@ pub fn evaluate_live(
             opts.step_ms,
         )?;
         let estimator: Arc<dyn LiveEstimator> = Arc::new(MultilatEstimator::for_building(&b));
-        // Window length and track smoothing: the rooms first, then the position error.
-        let mut best: Option<(f64, LiveConfig)> = None;
+        // The candidate the calibration run scores best on: rooms first (`room_cost`), then
+        // (with `error`) the position error.
+        let best = |candidates: Vec<LiveConfig>, error: bool| -> Option<LiveConfig> {
+            let mut best: Option<(f64, LiveConfig)> = None;
+            for c in candidates {
+                let r = replay(&b, &rec, c.clone(), estimator.clone(), opts);
+                let mut cost = room_cost(&r);
+                if error {
+                    cost += 0.01 * (r.walking.median_error_m + r.standing.median_error_m);
+                }
+                if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+                    best = Some((cost, c));
+                }
+            }
+            best.map(|(_, c)| c)
+        };
+        // Window length and track smoothing.
+        let mut candidates = Vec::new();
         for &w in &opts.windows_ms {
             for accel in [0.3, 0.8, 2.0] {
                 let mut c = config.clone();
@@ -440,107 +472,57 @@ pub fn evaluate_live(
                 } else if accel != 0.8 {
                     continue;
                 }
-                let r = replay(&b, &rec, c.clone(), estimator.clone(), opts);
-                let cost =
-                    room_cost(&r) + 0.01 * (r.walking.median_error_m + r.standing.median_error_m);
-                if best.as_ref().is_none_or(|(b, _)| cost < *b) {
-                    best = Some((cost, c));
-                }
+                candidates.push(c);
             }
         }
-        if let Some((_, c)) = best {
-            config = c;
-        }
+        config = best(candidates, true).unwrap_or(config);
         // Whether the track also weighs a "standing still" model, and how readily it
         // believes a device stopped or walks on.
         if let Some(k) = config.kalman.clone() {
-            let mut best: Option<(f64, LiveConfig)> = None;
-            for (mean_walk_s, mode_noise_scale) in
-                [(0.0, 1.0), (20.0, 0.1), (20.0, 0.25), (20.0, 0.5)]
-            {
-                let mut c = config.clone();
-                c.kalman = Some(KalmanConfig {
-                    mean_walk_s,
-                    mode_noise_scale,
-                    ..k.clone()
-                });
-                let r = replay(&b, &rec, c.clone(), estimator.clone(), opts);
-                let cost =
-                    room_cost(&r) + 0.01 * (r.walking.median_error_m + r.standing.median_error_m);
-                if best.as_ref().is_none_or(|(b, _)| cost < *b) {
-                    best = Some((cost, c));
-                }
-            }
-            if let Some((_, c)) = best {
-                config = c;
-            }
+            let candidates = [(0.0, 1.0), (20.0, 0.1), (20.0, 0.25), (20.0, 0.5)]
+                .into_iter()
+                .map(|(mean_walk_s, mode_noise_scale)| LiveConfig {
+                    kalman: Some(KalmanConfig {
+                        mean_walk_s,
+                        mode_noise_scale,
+                        ..k.clone()
+                    }),
+                    ..config.clone()
+                })
+                .collect();
+            config = best(candidates, true).unwrap_or(config);
         }
         // How much the track's expected position chooses between fits that the readings
         // support about equally (a device near a wall, heard through a door).
         if config.kalman.is_some() {
-            let mut best: Option<(f64, f64)> = None;
-            for w in [0.0, 1.0, 3.0, 10.0] {
-                let mut c = config.clone();
-                c.track_prior_weight = w;
-                let r = replay(&b, &rec, c, estimator.clone(), opts);
-                let cost =
-                    room_cost(&r) + 0.01 * (r.walking.median_error_m + r.standing.median_error_m);
-                if best.is_none_or(|(b, _)| cost < b) {
-                    best = Some((cost, w));
-                }
-            }
-            if let Some((_, w)) = best {
-                config.track_prior_weight = w;
-            }
+            let candidates = [0.0, 1.0, 3.0, 10.0]
+                .into_iter()
+                .map(|track_prior_weight| LiveConfig {
+                    track_prior_weight,
+                    ..config.clone()
+                })
+                .collect();
+            config = best(candidates, true).unwrap_or(config);
         }
         // Error radius: as wide as it needs to be to hold the truth as often as it claims
         // (the room probabilities are computed with it, so this also sets their certainty).
         let r = replay(&b, &rec, config.clone(), estimator.clone(), opts);
         config.radius_scale = (config.radius_scale * r.radius_scale_needed).clamp(0.25, 8.0);
-        // Room filter.
-        let mut best: Option<(f64, RoomFilterConfig)> = None;
-        for room in room_filter_grid(&config.room) {
-            let mut c = config.clone();
-            c.room = room.clone();
-            let r = replay(&b, &rec, c, estimator.clone(), opts);
-            let cost = room_cost(&r);
-            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                best = Some((cost, room));
-            }
-        }
-        if let Some((_, room)) = best {
-            config.room = room;
-        }
-        // Then how door openings are put down to the devices near them.
-        let mut best: Option<(f64, RoomFilterConfig)> = None;
-        for room in passage_grid(&config.room) {
-            let mut c = config.clone();
-            c.room = room.clone();
-            let cost = room_cost(&replay(&b, &rec, c, estimator.clone(), opts));
-            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                best = Some((cost, room));
-            }
-        }
-        if let Some((_, room)) = best {
-            config.room = room;
-        }
-        // And how readily a walking device (by its track) changes rooms, and whether door
+        // Room filter, then how door openings are put down to the devices near them, then
+        // how readily a walking device (by its track) changes rooms and whether door
         // openings get a second look.
-        let mut best: Option<(f64, RoomFilterConfig)> = None;
-        for moving_switch_ratio in [1.0, 1.5, 3.0] {
-            for review_after_ms in [0, 1_500, 3_000] {
-                let mut c = config.clone();
-                c.room.moving_switch_ratio = moving_switch_ratio;
-                c.room.review_after_ms = review_after_ms;
-                let cost = room_cost(&replay(&b, &rec, c.clone(), estimator.clone(), opts));
-                if best.as_ref().is_none_or(|(b, _)| cost < *b) {
-                    best = Some((cost, c.room));
-                }
-            }
-        }
-        if let Some((_, room)) = best {
-            config.room = room;
-        }
+        let with_room = |rooms: Vec<RoomFilterConfig>, config: &LiveConfig| -> Vec<LiveConfig> {
+            rooms
+                .into_iter()
+                .map(|room| LiveConfig {
+                    room,
+                    ..config.clone()
+                })
+                .collect()
+        };
+        config = best(with_room(room_filter_grid(&config.room), &config), false).unwrap_or(config);
+        config = best(with_room(passage_grid(&config.room), &config), false).unwrap_or(config);
+        config = best(with_room(walking_grid(&config.room), &config), false).unwrap_or(config);
     }
     let window_ms = config.window.window_ms;
     let room_filter = config.room.clone();
