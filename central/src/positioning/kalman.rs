@@ -330,12 +330,12 @@ impl KalmanTrack {
     pub fn prior_at(&self, at_ms: i64) -> Option<super::Prior> {
         let (x, y, _) = self.at(at_ms)?;
         let dt = (at_ms - self.last_ms?).max(0) as f64 / 1000.0;
-        let var = |a: &Axis| a.p00 + 2.0 * dt * a.p01 + dt * dt * a.p11;
         let q = self.config.accel_std * self.config.accel_std;
-        // Process noise of a constant-velocity model over dt (position part).
-        let std = (var(&self.x).max(var(&self.y)) + q * dt.powi(4) / 4.0)
-            .max(0.0)
-            .sqrt();
+        // The walking model predicted over dt, process noise included.
+        let (mut wx, mut wy) = (self.x, self.y);
+        wx.predict(dt, q);
+        wy.predict(dt, q);
+        let std = wx.p00.max(wy.p00).max(0.0).sqrt();
         Some(super::Prior {
             x,
             y,
