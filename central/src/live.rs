@@ -179,7 +179,8 @@ pub struct LiveConfig {
     pub kalman: Option<KalmanConfig>,
     /// At most one stored row per device per this long (plus one at every room change).
     pub store_interval_ms: i64,
-    /// A device is re-estimated at most this often while its sightings stream in.
+    /// A device is estimated once per slot of this length (ms) while its sightings stream
+    /// in; sightings that arrive late for a slot already estimated revise its estimate.
     pub update_interval_ms: i64,
     /// Multiplies every estimate's error radius (calibrated so that the radius holds the
     /// true position as often as it claims; it also sets how sure the room probabilities
@@ -233,6 +234,20 @@ struct Track {
     stored: Option<(i64, Option<String>)>,
     /// Doors whose opening was put down to this device since its last estimate.
     passed: Vec<(String, f64)>,
+    /// The update slot of the last estimate, and the track as it was before that slot's
+    /// first estimate (see [`LiveState::locate`]).
+    slot: Option<Slot>,
+}
+
+/// The state an estimate in an update slot starts from: sightings of a slot that arrive
+/// after its first estimate (another edge node's batch of the same second) revise that
+/// estimate instead of adding another one, so that the room filter and the Kalman track
+/// weigh one estimate per slot however the batches happen to arrive.
+struct Slot {
+    index: i64,
+    room: RoomFilter,
+    kalman: Option<KalmanTrack>,
+    passed: Vec<(String, f64)>,
 }
 
 /// What a batch of inputs produced.
@@ -261,6 +276,8 @@ pub struct LiveState {
     pruned_ms: i64,
     /// Door openings to look at again once the tracks have caught up.
     reviews: VecDeque<Review>,
+    /// Devices whose estimate of the current slot takes a door passage that came after it.
+    revise: Vec<String>,
 }
 
 /// A door opening put down to devices, kept for a second look: per device on its floor,
@@ -345,6 +362,7 @@ impl LiveState {
             newest_ms: i64::MIN,
             pruned_ms: i64::MIN,
             reviews: VecDeque::new(),
+            revise: Vec::new(),
         }
     }
 
@@ -393,6 +411,7 @@ impl LiveState {
                 started_ms: at_ms,
                 stored: None,
                 passed: Vec::new(),
+                slot: None,
             };
             self.tracks.insert(device.to_string(), t);
         }
@@ -402,9 +421,17 @@ impl LiveState {
             .unwrap_or_else(|| unreachable!("track inserted above"))
     }
 
+    /// The update slot of a time: slot `k` holds the times in
+    /// `((k - 1) · update_interval_ms, k · update_interval_ms]`.
+    fn slot_of(&self, at_ms: i64) -> i64 {
+        let every = self.config.update_interval_ms.max(1);
+        at_ms.div_euclid(every) + i64::from(at_ms.rem_euclid(every) != 0)
+    }
+
     /// Feeds a batch of inputs (any order; processed in time order) and returns the new
     /// estimates and the rows to store. A device is estimated at its newest sighting of the
-    /// batch, and in between whenever its sightings span more than `update_interval_ms`.
+    /// batch, and in between whenever its sightings move on to the next update slot
+    /// (`update_interval_ms`). Sightings of a slot already estimated revise that estimate.
     pub fn apply(&mut self, inputs: &[LiveInput]) -> LiveOutput {
         let mut order: Vec<&LiveInput> = inputs.iter().collect();
         order.sort_by_key(|i| i.at_ms());
@@ -417,6 +444,7 @@ impl LiveState {
                     if *open {
                         self.attribute_opening(door, *at_ms);
                     }
+                    self.revise_near(door, *at_ms);
                     self.doors.push_back(DoorEvent {
                         door: door.clone(),
                         at_ms: *at_ms,
@@ -432,13 +460,13 @@ impl LiveState {
                     rssi,
                     at_ms,
                 } => {
-                    let every = self.config.update_interval_ms;
-                    let due = self.tracks.get(device.as_str()).and_then(|t| {
-                        let since = t.located_ms.unwrap_or(t.started_ms);
-                        t.pending_ms.filter(|&p| *at_ms > p && p - since >= every)
-                    });
+                    let slot = self.slot_of(*at_ms);
+                    let due = self
+                        .tracks
+                        .get(device.as_str())
+                        .and_then(|t| t.pending_ms.filter(|&p| slot > self.slot_of(p)));
                     if let Some(p) = due {
-                        // Sightings moved on past the update interval: estimate where the
+                        // Sightings moved on to the next update slot: estimate where the
                         // device was before taking the new one.
                         self.locate(device, p, &mut out);
                     }
@@ -452,6 +480,7 @@ impl LiveState {
             }
         }
         self.review_openings();
+        dirty.append(&mut self.revise);
         for device in dirty {
             if let Some(at) = self.tracks.get(&device).and_then(|t| t.pending_ms) {
                 self.locate(&device, at, &mut out);
@@ -498,6 +527,28 @@ impl LiveState {
         }
     }
 
+    /// A door event that comes after the sightings of its update slot: the devices near
+    /// the door already estimated in that slot are estimated again with it, as if it had
+    /// come first (the door's events and shares are evidence for their room filters).
+    fn revise_near(&mut self, door: &str, at_ms: i64) {
+        let Some((dx, dy, floor)) = self.rooms.door_place(door) else {
+            return;
+        };
+        let slot = self.slot_of(at_ms);
+        // Near enough for the room filter once the estimate is revised.
+        let reach = self.config.room.door_radius_m + 2.0;
+        for (id, t) in self.tracks.iter_mut() {
+            let near = self
+                .latest
+                .get(id)
+                .is_some_and(|p| p.floor == floor && (p.x - dx).hypot(p.y - dy) <= reach);
+            if near && t.pending_ms.is_none() && t.slot.as_ref().is_some_and(|s| s.index >= slot) {
+                t.pending_ms = t.located_ms;
+                self.revise.push(id.clone());
+            }
+        }
+    }
+
     /// Shares of an opening of `door`, by the tracks as of `at_ms`: each device estimated
     /// in the `ATTRIBUTE_WITHIN_MS` before within `door_radius_m` of the door (on its
     /// floor), weighted per motion model of its track (walking, standing still) by how
@@ -509,6 +560,7 @@ impl LiveState {
         };
         let c = &self.config.room;
         let recent = at_ms - ATTRIBUTE_WITHIN_MS;
+        let slot = self.slot_of(at_ms);
         let sigma2 = 2.0 * c.passage_sigma_m * c.passage_sigma_m;
         let mut weights: Vec<(String, f64)> = Vec::new();
         for (id, t) in &self.tracks {
@@ -518,9 +570,13 @@ impl LiveState {
             if p.floor != floor || t.located_ms.is_none_or(|l| l < recent) {
                 continue;
             }
-            let modes = t
-                .kalman
-                .as_ref()
+            // The track as it was before the opening's update slot: the same whether the
+            // opening arrives before or after the slot's sightings.
+            let kalman = match &t.slot {
+                Some(s) if s.index >= slot => s.kalman.as_ref(),
+                _ => t.kalman.as_ref(),
+            };
+            let modes = kalman
                 .map(|k| k.modes_at(at_ms))
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| vec![(1.0, p.x, p.y, 0.0)]);
@@ -588,7 +644,7 @@ impl LiveState {
 
     /// Estimates `device` as of `now_ms` from its window; adds the estimate (and a row when
     /// due) to `out`.
-    fn locate(&mut self, device: &str, now_ms: i64, out: &mut LiveOutput) {
+    fn locate(&mut self, device: &str, mut now_ms: i64, out: &mut LiveOutput) {
         let estimator = self.estimator.clone();
         let rooms = std::mem::take(&mut self.rooms);
         let mut doors = std::mem::take(&mut self.doors);
@@ -598,9 +654,30 @@ impl LiveState {
         let window_ms = self.config.window.window_ms;
         let radius_scale = self.config.radius_scale;
         let prior_weight = self.config.track_prior_weight;
+        let slot = self.slot_of(now_ms);
         let t = self.track(device, now_ms);
         let started_ms = t.started_ms;
         t.pending_ms = None;
+        match &mut t.slot {
+            Some(s) if s.index >= slot => {
+                // Late sightings of a slot already estimated (or of an older one, which
+                // join the newest): estimate it again from the state before, with what
+                // the earlier estimate had been given, as of the slot's newest sighting.
+                now_ms = now_ms.max(t.located_ms.unwrap_or(now_ms));
+                s.passed.append(&mut t.passed);
+                t.room = s.room.clone();
+                t.kalman = s.kalman.clone();
+                t.passed = s.passed.clone();
+            }
+            _ => {
+                t.slot = Some(Slot {
+                    index: slot,
+                    room: t.room.clone(),
+                    kalman: t.kalman.clone(),
+                    passed: t.passed.clone(),
+                });
+            }
+        }
         t.window.expire(now_ms);
         let snap = t.window.snapshot(now_ms);
         let scan: Vec<(&str, f32)> = snap.iter().map(|(id, r, _)| (id.as_str(), *r)).collect();
@@ -723,7 +800,11 @@ impl LiveState {
         self.pruned_ms = now_ms;
         let cutoff = now_ms.saturating_sub(FORGET_AFTER_MS);
         self.tracks.retain(|_, t| {
-            t.window.expire(now_ms);
+            // Only readings older than the cutoff: a device's own time may lag the newest
+            // input (another node's batch of a slot still to come), and its estimate then
+            // still wants the readings `now_ms` would expire.
+            t.window
+                .expire(cutoff.saturating_add(t.window.config.window_ms));
             !t.window.is_empty() || t.located_ms.is_some_and(|l| l >= cutoff)
         });
         self.latest.retain(|_, p| p.at_ms >= cutoff);
@@ -919,6 +1000,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use roomsense_common::sim::{SimEvent, SimOptions, Simulator};
+    use std::collections::BTreeMap;
 
     fn start() -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -1023,6 +1105,69 @@ mod tests {
         }]);
         assert_eq!(out.positions.len(), 1);
         assert!(out.positions[0].error_radius_m > 2.0);
+    }
+
+    /// Each edge node's batch of a second arriving on its own (in any order) gives the
+    /// same tracks as the whole second at once: late sightings of a slot revise its
+    /// estimate instead of adding evidence to the room filter and the Kalman track.
+    #[test]
+    fn batches_of_one_second_arriving_apart_give_the_same_tracks() {
+        let b = Building::example();
+        let opts = SimOptions {
+            start: start(),
+            devices: 8,
+            ..SimOptions::default()
+        };
+        let mut sim = Simulator::new(b.clone(), 3, opts).unwrap();
+        let mut whole = LiveState::new(&b, LiveConfig::default());
+        let mut apart = LiveState::new(&b, LiveConfig::default());
+        let mut estimates = 0;
+        for s in 1..=180 {
+            let inputs = to_inputs(sim.step(start() + chrono::Duration::seconds(s)));
+            whole.apply(&inputs);
+            // One batch per receiver, the order turning each second; the door contacts'
+            // batch first or last.
+            let (doors, sightings): (Vec<LiveInput>, Vec<LiveInput>) = inputs
+                .into_iter()
+                .partition(|i| matches!(i, LiveInput::Door { .. }));
+            let doors_first = s % 3 != 0;
+            if doors_first {
+                apart.apply(&doors);
+            }
+            let mut by_node: BTreeMap<String, Vec<LiveInput>> = BTreeMap::new();
+            for i in sightings {
+                if let LiveInput::Sighting { receiver, .. } = &i {
+                    by_node.entry(receiver.clone()).or_default().push(i);
+                }
+            }
+            let mut batches: Vec<Vec<LiveInput>> = by_node.into_values().collect();
+            let turn = s as usize % batches.len().max(1);
+            batches.rotate_left(turn);
+            if s % 2 == 0 {
+                batches.reverse();
+            }
+            for batch in batches {
+                estimates += apart.apply(&batch).positions.len();
+            }
+            if !doors_first {
+                estimates += apart.apply(&doors).positions.len();
+            }
+            for p in whole.positions() {
+                let q = apart.position(&p.device).unwrap();
+                assert_eq!(
+                    (p.room.as_ref(), p.floor),
+                    (q.room.as_ref(), q.floor),
+                    "{s} s"
+                );
+                assert!(
+                    (p.x - q.x).abs() < 1e-6 && (p.y - q.y).abs() < 1e-6,
+                    "{s} s"
+                );
+                assert_eq!(p.at_ms, q.at_ms);
+            }
+        }
+        // The batches did arrive apart: several estimates per device and second.
+        assert!(estimates > 8 * 180 * 2, "{estimates}");
     }
 
     /// Noise-free sightings of `device` at `(x, y)` by the ground floor's receivers.

@@ -196,6 +196,8 @@ async fn walking_into_a_restricted_room_raises_exactly_one_access_event() {
     let mut inside_for = 0;
     let mut last_sighting_ms = 0i64;
     let mut published = 0u64;
+    // The visitor's true room and x/y each second, shown when a check fails.
+    let mut rooms = Vec::new();
     for s in 1..=240 {
         let now = start + ChronoDuration::seconds(s);
         let events = sim.step(now);
@@ -214,10 +216,11 @@ async fn walking_into_a_restricted_room_raises_exactly_one_access_event() {
             published += 1;
         }
         let truth = sim.truth();
-        let room = truth
-            .iter()
-            .find(|t| t.device == INTRUDER)
-            .and_then(|t| t.room.clone());
+        let me = truth.iter().find(|t| t.device == INTRUDER);
+        if let Some(t) = me {
+            rooms.push(format!("{s} {:?} ({:.1}, {:.1})", t.room, t.x, t.y));
+        }
+        let room = me.and_then(|t| t.room.clone());
         if room.as_deref() == Some(RESTRICTED) {
             inside_for += 1;
             // Stay long enough to be placed there (the room filter wants a few estimates
@@ -244,6 +247,8 @@ async fn walking_into_a_restricted_room_raises_exactly_one_access_event() {
     .unwrap();
     let mut seen_positions = 0u64;
     let mut latest = 0i64;
+    // The visitor's estimates (simulated seconds, room, x/y), shown when a check fails.
+    let mut track = Vec::new();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while latest < last_sighting_ms {
         let ev = tokio::time::timeout_at(deadline, positions.recv())
@@ -254,6 +259,15 @@ async fn walking_into_a_restricted_room_raises_exactly_one_access_event() {
             seen_positions += 1;
             if p.device == INTRUDER {
                 latest = latest.max(p.at_ms);
+                track.push(format!(
+                    "{} {:?} ({:.1}, {:.1}) p={:.2} {}",
+                    (p.at_ms - start.timestamp_millis()) as f64 / 1000.0,
+                    p.room,
+                    p.x,
+                    p.y,
+                    p.room_probability,
+                    p.method
+                ));
             }
         }
     }
@@ -271,7 +285,13 @@ async fn walking_into_a_restricted_room_raises_exactly_one_access_event() {
         .get(&format!("/api/rooms/{RESTRICTED}/occupancy"))
         .await
         .unwrap();
-    assert_eq!(occ["occupants"][0]["device"], INTRUDER, "{occ}");
+    assert_eq!(
+        occ["occupants"][0]["device"],
+        INTRUDER,
+        "{occ}\nthe visitor's estimates:\n{}\nthe visitor's true rooms:\n{}",
+        track.join("\n"),
+        rooms.join("\n")
+    );
     assert_eq!(occ["occupants"][0]["person"], "visitor-1", "{occ}");
 
     let (_, stored) = c.get("/api/access-events").await.unwrap();
