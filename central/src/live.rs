@@ -199,7 +199,9 @@ impl Default for LiveConfig {
             room: RoomFilterConfig::default(),
             kalman: Some(KalmanConfig::default()),
             store_interval_ms: 1_000,
-            update_interval_ms: 1_000,
+            // The simulator evaluation's step: the room filter's evidence per estimate is
+            // calibrated at this rate (one estimate per slot, BENCHMARKS.md).
+            update_interval_ms: 250,
             // What calibration on the simulator chooses (BENCHMARKS.md).
             radius_scale: 1.5,
             track_prior_weight: 3.0,
@@ -1119,8 +1121,13 @@ mod tests {
             ..SimOptions::default()
         };
         let mut sim = Simulator::new(b.clone(), 3, opts).unwrap();
-        let mut whole = LiveState::new(&b, LiveConfig::default());
-        let mut apart = LiveState::new(&b, LiveConfig::default());
+        // One update slot per simulated step: every batch of a step is of the same slot.
+        let config = LiveConfig {
+            update_interval_ms: 1_000,
+            ..LiveConfig::default()
+        };
+        let mut whole = LiveState::new(&b, config.clone());
+        let mut apart = LiveState::new(&b, config);
         let mut estimates = 0;
         for s in 1..=180 {
             let inputs = to_inputs(sim.step(start() + chrono::Duration::seconds(s)));
