@@ -282,8 +282,8 @@ pub struct LiveState {
     revise: Vec<String>,
 }
 
-/// A door opening put down to devices, kept for a second look: per device on its floor,
-/// the room it was reported in then and the share it got.
+/// A door opening put down to devices, kept for a second look: per device on its floor
+/// within reach of the door, the room it was reported in then and the share it got.
 struct Review {
     door: String,
     at_ms: i64,
@@ -501,7 +501,7 @@ impl LiveState {
     /// filters take it as evidence at their next estimate. The opening is looked at again
     /// `review_after_ms` later (see [`Self::review_openings`]).
     fn attribute_opening(&mut self, door: &str, at_ms: i64) {
-        let Some(floor) = self.rooms.door_place(door).map(|d| d.2) else {
+        let Some((dx, dy, floor)) = self.rooms.door_place(door) else {
             return;
         };
         let shares = self.opening_shares(door, at_ms);
@@ -510,12 +510,22 @@ impl LiveState {
                 t.passed.push((door.to_string(), *share));
             }
         }
-        if self.config.room.review_after_ms > 0 {
+        let c = &self.config;
+        if c.room.review_after_ms > 0 {
             let recent = at_ms - ATTRIBUTE_WITHIN_MS;
+            // Only devices that can be within `door_radius_m` of the door by the second
+            // look: a track moves at walking speed (twice that, for the switch between its
+            // motion models and the look ahead), a raw estimate anywhere.
+            let reach = c.kalman.as_ref().map_or(f64::INFINITY, |k| {
+                let ahead_s = (c.room.review_after_ms + c.window.window_ms) as f64 / 1000.0;
+                c.room.door_radius_m + 2.0 * k.max_speed_mps * ahead_s
+            });
             let devices = self
                 .latest
                 .iter()
-                .filter(|(_, p)| p.floor == floor && p.at_ms >= recent)
+                .filter(|(_, p)| {
+                    p.floor == floor && p.at_ms >= recent && (p.x - dx).hypot(p.y - dy) <= reach
+                })
                 .map(|(id, p)| {
                     let given = shares.iter().find(|s| &s.0 == id).map_or(0.0, |s| s.1);
                     (id.clone(), p.room.clone(), given)
@@ -1222,6 +1232,31 @@ mod tests {
             out.push((s, room("walker"), room("stander")));
         }
         out
+    }
+
+    /// A door opening's second look keeps only the devices that can reach the door by
+    /// then, however many stand elsewhere on the floor.
+    #[test]
+    fn a_second_look_keeps_only_devices_within_reach() {
+        let b = Building::example();
+        let mut config = LiveConfig::default();
+        config.room.review_after_ms = 250;
+        config.window.window_ms = 1_000;
+        // 3 m + 2 × 2 m/s × 1.25 s = 8 m.
+        let mut live = LiveState::new(&b, config);
+        for s in 0..5 {
+            let mut inputs = heard_at(&b, "near", 9.5, 4.5, s * 1000);
+            inputs.extend(heard_at(&b, "far", 21.0, 10.0, s * 1000 + 1));
+            live.apply(&inputs);
+        }
+        live.apply(&[LiveInput::Door {
+            door: "lobby-corridor".into(),
+            open: true,
+            at_ms: 4_100,
+        }]);
+        let review = live.reviews.back().unwrap();
+        let kept: Vec<&str> = review.devices.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(kept, ["near"]);
     }
 
     #[test]
