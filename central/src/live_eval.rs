@@ -78,6 +78,8 @@ pub struct SimEvalReport {
     pub settle_s: u64,
     /// What calibration chose.
     pub window_ms: i64,
+    /// Share of the window a walking device is estimated from.
+    pub walking_window_share: f64,
     pub room_filter: RoomFilterConfig,
     pub kalman_accel_std: Option<f64>,
     /// The track's two-model settings: mean walk (s; 0 = walking model alone) and the
@@ -504,6 +506,19 @@ pub fn evaluate_live(
                 .collect();
             config = best(candidates, true).unwrap_or(config);
         }
+        // How much of the window a walking device is estimated from (its older readings
+        // describe where it was).
+        if config.kalman.is_some() {
+            let candidates = [1.0, 0.75, 0.5]
+                .into_iter()
+                .map(|walking_share| {
+                    let mut c = config.clone();
+                    c.window.walking_share = walking_share;
+                    c
+                })
+                .collect();
+            config = best(candidates, true).unwrap_or(config);
+        }
         // Error radius: as wide as it needs to be to hold the truth as often as it claims
         // (the room probabilities are computed with it, so this also sets their certainty).
         let r = replay(&b, &rec, config.clone(), estimator.clone(), opts);
@@ -525,6 +540,7 @@ pub fn evaluate_live(
         config = best(with_room(walking_grid(&config.room), &config), false).unwrap_or(config);
     }
     let window_ms = config.window.window_ms;
+    let walking_window_share = config.window.walking_share;
     let room_filter = config.room.clone();
     let kalman_accel_std = config.kalman.as_ref().map(|k| k.accel_std);
     let kalman_still_model = config
@@ -555,6 +571,7 @@ pub fn evaluate_live(
         standing_device_minutes: r.standing_minutes,
         settle_s: (SETTLE_MS / 1000) as u64,
         window_ms,
+        walking_window_share,
         room_filter,
         kalman_accel_std,
         kalman_still_model,

@@ -182,8 +182,14 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: seed {}, {} devices, {} s simulated, window {} ms (calibrated: {})",
-        r.building, r.seed, r.devices, r.duration_s, r.window_ms, opts.calibrate
+        "{}: seed {}, {} devices, {} s simulated, window {} ms ({} % of it while walking; calibrated: {})",
+        r.building,
+        r.seed,
+        r.devices,
+        r.duration_s,
+        r.window_ms,
+        (r.walking_window_share * 100.0).round(),
+        opts.calibrate
     );
     println!(
         "room filter: pass rate {}/s, door pass rate {}/s, switch ratio {} (walking {}), switch hold {} ms, likelihood floor {}, evidence weight {}, second look at door openings after {} ms; Kalman acceleration σ {:?} m/s², still model (mean walk s, noise scale) {:?}, track prior weight {}; error radius × {:.2}",

@@ -16,6 +16,9 @@ pub struct WindowConfig {
     pub mad_k: f32,
     /// Lower bound of the robust standard deviation (dB): quantised RSSI often has MAD 0.
     pub min_sigma_db: f32,
+    /// Share of the window (0..1] a device is estimated from while its track says it
+    /// walks: its older readings describe where it was (see `LiveState`).
+    pub walking_share: f64,
 }
 
 impl Default for WindowConfig {
@@ -25,6 +28,8 @@ impl Default for WindowConfig {
             max_per_id: 64,
             mad_k: 3.0,
             min_sigma_db: 1.0,
+            // What calibration on the simulator chooses (`eval --method live`).
+            walking_share: 0.75,
         }
     }
 }
@@ -90,7 +95,12 @@ impl RssiWindow {
     /// `(id, smoothed rssi, inliers used)` for every id with a reading in
     /// `[now - window, now]`, strongest first (ties by id).
     pub fn snapshot(&self, now_ms: i64) -> Vec<(String, f32, usize)> {
-        let from = now_ms.saturating_sub(self.config.window_ms);
+        self.snapshot_over(now_ms, self.config.window_ms)
+    }
+
+    /// [`Self::snapshot`] over the last `span_ms` only (at most the window).
+    pub fn snapshot_over(&self, now_ms: i64, span_ms: i64) -> Vec<(String, f32, usize)> {
+        let from = now_ms.saturating_sub(span_ms.clamp(0, self.config.window_ms));
         let mut out = Vec::new();
         let mut vals: Vec<f32> = Vec::new();
         for (id, s) in &self.series {
@@ -161,6 +171,11 @@ mod tests {
         assert!((s[0].1 + 60.0).abs() < 0.01, "{s:?}");
         assert_eq!(s[0].2, 5);
         assert_eq!(s[1], ("rx2".to_string(), -80.0, 1));
+        // The newest 1.5 s only: rx1's readings at 4 s and 5 s, not rx2's at 0 s; a span
+        // longer than the window is the window.
+        let s = w.snapshot_over(5_000, 1_500);
+        assert_eq!((s.len(), s[0].0.as_str(), s[0].2), (1, "rx1", 2));
+        assert_eq!(w.snapshot_over(5_000, 60_000), w.snapshot(5_000));
         // rx2's only reading leaves the window.
         let s = w.snapshot(10_500);
         assert_eq!(s.len(), 1);
