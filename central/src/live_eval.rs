@@ -494,8 +494,10 @@ pub fn evaluate_live(
                 .collect();
             config = best(candidates, true).unwrap_or(config);
         }
-        // How much the track's expected position chooses between fits that the readings
-        // support about equally (a device near a wall, heard through a door).
+        // Both need a track: how much the track's expected position chooses between fits
+        // that the readings support about equally (a device near a wall, heard through a
+        // door), then how much of the window a walking device is estimated from (its
+        // older readings describe where it was).
         if config.kalman.is_some() {
             let candidates = [0.0, 1.0, 3.0, 10.0]
                 .into_iter()
@@ -505,10 +507,6 @@ pub fn evaluate_live(
                 })
                 .collect();
             config = best(candidates, true).unwrap_or(config);
-        }
-        // How much of the window a walking device is estimated from (its older readings
-        // describe where it was).
-        if config.kalman.is_some() {
             let candidates = [1.0, 0.75, 0.5]
                 .into_iter()
                 .map(|walking_share| {
