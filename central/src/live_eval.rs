@@ -82,9 +82,9 @@ pub struct SimEvalReport {
     pub walking_window_share: f64,
     pub room_filter: RoomFilterConfig,
     pub kalman_accel_std: Option<f64>,
-    /// The track's two-model settings: mean walk (s; 0 = walking model alone) and the
-    /// measurement-noise scale the models are weighed with.
-    pub kalman_still_model: Option<(f64, f64)>,
+    /// The track's two-model settings: mean walk (s; 0 = walking model alone), the
+    /// measurement-noise scale the models are weighed with, and the share of outliers.
+    pub kalman_still_model: Option<(f64, f64, f64)>,
     /// How much the track's expected position chooses between multilateration's fits.
     pub track_prior_weight: f64,
     pub radius_scale: f32,
@@ -481,17 +481,25 @@ pub fn evaluate_live(
         // Whether the track also weighs a "standing still" model, and how readily it
         // believes a device stopped or walks on.
         if let Some(k) = config.kalman.clone() {
-            let candidates = [(0.0, 1.0), (20.0, 0.1), (20.0, 0.25), (20.0, 0.5)]
-                .into_iter()
-                .map(|(mean_walk_s, mode_noise_scale)| LiveConfig {
-                    kalman: Some(KalmanConfig {
-                        mean_walk_s,
-                        mode_noise_scale,
-                        ..k.clone()
-                    }),
-                    ..config.clone()
-                })
-                .collect();
+            let mut candidates = Vec::new();
+            for (mean_walk_s, mode_noise_scale) in
+                [(0.0, 1.0), (20.0, 0.1), (20.0, 0.25), (20.0, 0.5)]
+            {
+                for outlier_share in [0.0, 0.05] {
+                    if mean_walk_s == 0.0 && outlier_share > 0.0 {
+                        continue;
+                    }
+                    candidates.push(LiveConfig {
+                        kalman: Some(KalmanConfig {
+                            mean_walk_s,
+                            mode_noise_scale,
+                            outlier_share,
+                            ..k.clone()
+                        }),
+                        ..config.clone()
+                    });
+                }
+            }
             config = best(candidates, true).unwrap_or(config);
         }
         // Both need a track: how much the track's expected position chooses between fits
@@ -544,7 +552,7 @@ pub fn evaluate_live(
     let kalman_still_model = config
         .kalman
         .as_ref()
-        .map(|k| (k.mean_walk_s, k.mode_noise_scale));
+        .map(|k| (k.mean_walk_s, k.mode_noise_scale, k.outlier_share));
     let radius_scale = config.radius_scale;
     let track_prior_weight = config.track_prior_weight;
     let r = score(

@@ -192,7 +192,7 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         opts.calibrate
     );
     println!(
-        "room filter: pass rate {}/s, door pass rate {}/s, switch ratio {} (walking {}), switch hold {} ms, likelihood floor {}, evidence weight {}, second look at door openings after {} ms; Kalman acceleration σ {:?} m/s², still model (mean walk s, noise scale) {:?}, track prior weight {}; error radius × {:.2}",
+        "room filter: pass rate {}/s, door pass rate {}/s, switch ratio {} (walking {}), switch hold {} ms, likelihood floor {}, evidence weight {}, second look at door openings after {} ms; Kalman acceleration σ {:?} m/s², still model (mean walk s, noise scale, outlier share) {:?}, track prior weight {}; error radius × {:.2}",
         r.room_filter.pass_rate,
         r.room_filter.door_pass_rate,
         r.room_filter.switch_ratio,

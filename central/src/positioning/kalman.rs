@@ -37,6 +37,12 @@ pub struct KalmanConfig {
     /// Scale of an estimate's variance (its error radius squared) when the two models are
     /// weighed against each other: estimators' radii hold about two standard deviations.
     pub mode_noise_scale: f64,
+    /// Share of estimates that are outliers (a burst of noise, another fit of the same
+    /// readings): such an estimate says nothing about whether the device walks, so one of
+    /// them does not switch the motion model, and it hardly moves a still device's position.
+    /// 0 = every estimate is taken at its word (the default: calibration on the simulator
+    /// chooses 0.05 only together with a smaller `mode_noise_scale`).
+    pub outlier_share: f64,
 }
 
 impl Default for KalmanConfig {
@@ -53,6 +59,7 @@ impl Default for KalmanConfig {
             still_drift: 0.05,
             still_threshold: 0.9,
             mode_noise_scale: 0.25,
+            outlier_share: 0.0,
         }
     }
 }
@@ -145,6 +152,25 @@ pub struct KalmanTrack {
 fn log_likelihood(x: &Axis, y: &Axis, zx: f64, zy: f64, r: f64) -> f64 {
     let (sx, sy) = ((x.p00 + r).max(1e-9), (y.p00 + r).max(1e-9));
     -0.5 * ((zx - x.pos).powi(2) / sx + (zy - y.pos).powi(2) / sy + (sx * sy).ln())
+}
+
+/// How much wider than an estimate's own variance an outlier may fall (variance factor).
+const OUTLIER_SPREAD: f64 = 16.0;
+
+/// [`log_likelihood`] with a share `eps` of outliers: the estimate is either what the model
+/// predicts or anywhere within `OUTLIER_SPREAD` times its variance `r` (the same for every
+/// model, so an outlier favours none). Also returns the probability that it is an inlier.
+fn robust_log_likelihood(x: &Axis, y: &Axis, zx: f64, zy: f64, r: f64, eps: f64) -> (f64, f64) {
+    let inlier = log_likelihood(x, y, zx, zy, r);
+    if eps <= 0.0 {
+        return (inlier, 1.0);
+    }
+    let spread = (OUTLIER_SPREAD * r).max(1e-9);
+    let outlier = -spread.ln();
+    let (a, b) = ((1.0 - eps).ln() + inlier, eps.ln() + outlier);
+    let m = a.max(b);
+    let ll = m + ((a - m).exp() + (b - m).exp()).ln();
+    (ll, (a - ll).exp())
 }
 
 impl KalmanTrack {
@@ -255,8 +281,10 @@ impl KalmanTrack {
         }
         self.x.predict(dt, q);
         self.y.predict(dt, q);
-        let walk_ll = log_likelihood(&self.x, &self.y, x, y, r * c.mode_noise_scale);
-        let still_ll = log_likelihood(&self.sx, &self.sy, x, y, r * c.mode_noise_scale);
+        let eps = c.outlier_share.clamp(0.0, 0.5);
+        let rm = r * c.mode_noise_scale;
+        let (walk_ll, _) = robust_log_likelihood(&self.x, &self.y, x, y, rm, eps);
+        let (still_ll, still_inlier) = robust_log_likelihood(&self.sx, &self.sy, x, y, rm, eps);
         // Manoeuvre: an innovation far outside what the filter expects (a device that
         // starts walking after standing still) inflates the covariance, so the track
         // catches up instead of lagging behind at the old velocity.
@@ -273,8 +301,10 @@ impl KalmanTrack {
         self.x.update(x, r);
         self.y.update(y, r);
         if two {
-            self.sx.update(x, r);
-            self.sy.update(y, r);
+            // An outlier hardly moves a still device: its weight is the chance it is not one.
+            let rs = r / still_inlier.max(1e-3);
+            self.sx.update(x, rs);
+            self.sy.update(y, rs);
             // Posterior probability of standing still, in log space (the likelihoods of a
             // far-off estimate underflow).
             let lw = c_walk.max(1e-300).ln() + walk_ll;
@@ -505,5 +535,28 @@ mod tests {
         assert!(!k.is_still());
         assert!((out.0 - 22.0).abs() < 1.5, "{out:?}");
         assert!(k.speed().is_some_and(|v| v > 0.6), "{:?}", k.speed());
+    }
+
+    /// One estimate 3 m off (a burst of noise): with a share of outliers the still track
+    /// neither switches to walking nor moves; taken at its word, it does both.
+    #[test]
+    fn one_outlier_does_not_set_a_still_device_walking() {
+        let run = |outlier_share: f64| {
+            let mut k = KalmanTrack::new(KalmanConfig {
+                outlier_share,
+                ..KalmanConfig::default()
+            });
+            let mut rng = 11_u64;
+            for i in 0..60 {
+                k.update(i * 1000, 10.0 + 0.5 * noise(&mut rng), 5.0, 1.0, 0);
+            }
+            assert!(k.is_still());
+            let (x, _, _) = k.update(60_000, 13.0, 5.0, 1.0, 0);
+            (k.is_still(), x)
+        };
+        let (still, x) = run(0.05);
+        assert!(still && (x - 10.0).abs() < 0.2, "{still} {x}");
+        let (still, x) = run(0.0);
+        assert!(!still && x > 10.5, "{still} {x}");
     }
 }

@@ -172,6 +172,7 @@ pub fn solve_near(
                 dz,
                 d: d3,
                 sigma: (d3 * rel).max(0.05),
+                rel: rel.max(1e-6),
             }
         })
         .collect();
@@ -306,6 +307,17 @@ struct Meas {
     dz: f64,
     d: f64,
     sigma: f64,
+    /// Standard deviation of ln(distance) that the shadowing gives.
+    rel: f64,
+}
+
+impl Meas {
+    /// Normalised residual at range `rho`, in the log domain where shadowing is Gaussian
+    /// (a distance residual over `sigma` would weigh readings that came out strong by
+    /// chance more, and pull the fit towards their receivers).
+    fn residual(&self, rho: f64) -> f64 {
+        (rho.max(1e-9) / self.d).ln() / self.rel
+    }
 }
 
 /// J^T J (as [a, b, c] of [[a, b], [b, c]]) and J^T r, plus nothing else: cost separately.
@@ -315,9 +327,9 @@ fn normal_equations(meas: &[Meas], x: f64, y: f64) -> ([f64; 3], [f64; 2]) {
     for m in meas {
         let (dx, dy) = (x - m.x, y - m.y);
         let rho = (dx * dx + dy * dy + m.dz * m.dz).sqrt().max(1e-9);
-        let r = (rho - m.d) / m.sigma;
-        let jx = dx / rho / m.sigma;
-        let jy = dy / rho / m.sigma;
+        let r = m.residual(rho);
+        let jx = dx / (rho * rho * m.rel);
+        let jy = dy / (rho * rho * m.rel);
         jtj[0] += jx * jx;
         jtj[1] += jx * jy;
         jtj[2] += jy * jy;
@@ -331,7 +343,7 @@ fn cost(meas: &[Meas], x: f64, y: f64) -> f64 {
     meas.iter()
         .map(|m| {
             let rho = ((x - m.x).powi(2) + (y - m.y).powi(2) + m.dz * m.dz).sqrt();
-            ((rho - m.d) / m.sigma).powi(2)
+            m.residual(rho).powi(2)
         })
         .sum()
 }
@@ -457,6 +469,38 @@ mod tests {
             let err3 = ((e3.x - x).powi(2) + (e3.y - y).powi(2)).sqrt();
             assert!(err3 < 0.02, "3 anchors ({x},{y}) err {err3}");
         }
+    }
+
+    /// Shadowing is Gaussian in dB: a reading 6 dB too strong and one 6 dB too weak are
+    /// equally unlikely, and the fit's residuals say so (a residual in metres over a spread
+    /// taken from the noisy reading itself made the strong one count about four times as
+    /// much: its distance, and so its spread, came out half as large).
+    #[test]
+    fn residuals_are_symmetric_in_decibels() {
+        let a = &anchors()[0];
+        let cfg = MultilatConfig::default();
+        let rho = 6.0;
+        let at = |db: f32| {
+            let rssi = ideal_rssi(a, rho, 0.0) + db;
+            let obs = [Observation { anchor: a, rssi }];
+            let d = a.distance(rssi);
+            let rel = cfg.sigma_db * std::f64::consts::LN_10 / (10.0 * f64::from(a.exponent));
+            let m = Meas {
+                x: a.x,
+                y: a.y,
+                dz: 0.0,
+                d,
+                sigma: d * rel,
+                rel,
+            };
+            assert!(solve(&obs, &cfg).is_some());
+            m.residual(rho)
+        };
+        let (strong, weak) = (at(6.0), at(-6.0));
+        assert!(strong > 0.5, "{strong}");
+        assert!((strong + weak).abs() < 1e-5, "{strong} {weak}");
+        // 6 dB is 6 / sigma_db standard deviations.
+        assert!((strong - 6.0 / cfg.sigma_db).abs() < 1e-5, "{strong}");
     }
 
     #[test]
