@@ -40,8 +40,8 @@ pub struct KalmanConfig {
     /// Share of estimates that are outliers (a burst of noise, another fit of the same
     /// readings): such an estimate says nothing about whether the device walks, so one of
     /// them does not switch the motion model, and it hardly moves a still device's position.
-    /// 0 = every estimate is taken at its word (the default: calibration on the simulator
-    /// chooses 0.05 only together with a smaller `mode_noise_scale`).
+    /// 0 = every estimate is taken at its word (the default; calibration on the simulator
+    /// chose 0 on the dense example building, 0.05 on the sparse one — BENCHMARKS.md).
     pub outlier_share: f64,
 }
 

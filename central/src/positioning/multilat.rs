@@ -1,9 +1,9 @@
 //! Multilateration against anchors (receivers or beacons) at known positions.
 //!
 //! Log-distance path loss: `rssi = rssi_at_1m - 10 * n * log10(d)`. Each reading becomes a
-//! distance with an uncertainty that grows with the distance (shadowing of `sigma_db` dB is
-//! a multiplicative error on d); the position is the weighted least-squares fit, solved by
-//! Levenberg-Marquardt from several starting points. The floor is a weighted vote of the
+//! distance; shadowing of `sigma_db` dB is a Gaussian error on ln(d), so the position is the
+//! least-squares fit of `ln(range / d)` over that spread (the maximum-likelihood fit), solved
+//! by Levenberg-Marquardt from several starting points. The floor is a weighted vote of the
 //! strongest anchors. Fewer anchors give an honestly larger error radius.
 
 use std::collections::HashMap;
@@ -154,28 +154,7 @@ pub fn solve_near(
         return None;
     }
     let floor = vote_floor(obs, cfg.floor_voters.max(1));
-    let ln10 = std::f64::consts::LN_10;
-    let meas: Vec<Meas> = obs
-        .iter()
-        .map(|o| {
-            let a = o.anchor;
-            let d3 = a.distance(o.rssi).clamp(
-                cfg.min_distance_m,
-                cfg.max_distance_m.max(cfg.min_distance_m),
-            );
-            let dz = f64::from(a.floor - floor) * cfg.floor_height_m;
-            // Shadowing of sigma dB is a relative error of sigma*ln10/(10n) on the distance.
-            let rel = cfg.sigma_db * ln10 / (10.0 * f64::from(a.exponent).max(0.5));
-            Meas {
-                x: a.x,
-                y: a.y,
-                dz,
-                d: d3,
-                sigma: (d3 * rel).max(0.05),
-                rel: rel.max(1e-6),
-            }
-        })
-        .collect();
+    let meas: Vec<Meas> = obs.iter().map(|o| Meas::new(o, floor, cfg)).collect();
 
     if meas.len() == 1 {
         // One anchor: we only know we are within roughly d of it.
@@ -312,6 +291,25 @@ struct Meas {
 }
 
 impl Meas {
+    /// A reading as a distance, for a device on `floor`.
+    fn new(o: &Observation, floor: i32, cfg: &MultilatConfig) -> Self {
+        let a = o.anchor;
+        let d = a.distance(o.rssi).clamp(
+            cfg.min_distance_m,
+            cfg.max_distance_m.max(cfg.min_distance_m),
+        );
+        // Shadowing of sigma dB is an error of sigma*ln10/(10n) on ln(distance).
+        let rel = cfg.sigma_db * std::f64::consts::LN_10 / (10.0 * f64::from(a.exponent).max(0.5));
+        Meas {
+            x: a.x,
+            y: a.y,
+            dz: f64::from(a.floor - floor) * cfg.floor_height_m,
+            d,
+            sigma: (d * rel).max(0.05),
+            rel: rel.max(1e-6),
+        }
+    }
+
     /// Normalised residual at range `rho`, in the log domain where shadowing is Gaussian
     /// (a distance residual over `sigma` would weigh readings that came out strong by
     /// chance more, and pull the fit towards their receivers).
@@ -481,20 +479,11 @@ mod tests {
         let cfg = MultilatConfig::default();
         let rho = 6.0;
         let at = |db: f32| {
-            let rssi = ideal_rssi(a, rho, 0.0) + db;
-            let obs = [Observation { anchor: a, rssi }];
-            let d = a.distance(rssi);
-            let rel = cfg.sigma_db * std::f64::consts::LN_10 / (10.0 * f64::from(a.exponent));
-            let m = Meas {
-                x: a.x,
-                y: a.y,
-                dz: 0.0,
-                d,
-                sigma: d * rel,
-                rel,
+            let o = Observation {
+                anchor: a,
+                rssi: ideal_rssi(a, rho, 0.0) + db,
             };
-            assert!(solve(&obs, &cfg).is_some());
-            m.residual(rho)
+            Meas::new(&o, a.floor, &cfg).residual(rho)
         };
         let (strong, weak) = (at(6.0), at(-6.0));
         assert!(strong > 0.5, "{strong}");
