@@ -696,16 +696,14 @@ impl LiveState {
         // window (its older readings describe where it was); all of it when that part is
         // empty.
         let walking = t.kalman.as_ref().and_then(KalmanTrack::is_walking) == Some(true);
-        let mut span = window_ms;
-        let mut snap = Vec::new();
-        if walking {
-            span = (window_ms as f64 * walking_share.clamp(0.0, 1.0)).round() as i64;
-            snap = t.window.snapshot_over(now_ms, span);
-        }
-        if snap.is_empty() {
-            span = window_ms;
-            snap = t.window.snapshot(now_ms);
-        }
+        let walking_span = (window_ms as f64 * walking_share.clamp(0.0, 1.0)).round() as i64;
+        let (span, snap) = match walking
+            .then(|| t.window.snapshot_over(now_ms, walking_span))
+            .filter(|s| !s.is_empty())
+        {
+            Some(snap) => (walking_span, snap),
+            None => (window_ms, t.window.snapshot(now_ms)),
+        };
         let scan: Vec<(&str, f32)> = snap.iter().map(|(id, r, _)| (id.as_str(), *r)).collect();
         // The mean RSSI describes where the device was about half the span ago: the track
         // is filtered at that time, then moved on at its velocity.
