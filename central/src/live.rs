@@ -204,7 +204,7 @@ impl Default for LiveConfig {
             update_interval_ms: 250,
             // What calibration on the simulator chooses (BENCHMARKS.md).
             radius_scale: 1.5,
-            track_prior_weight: 3.0,
+            track_prior_weight: 1.0,
         }
     }
 }

@@ -383,10 +383,14 @@ impl RoomFilter {
         let c = &config;
         // A passage put down to this device is an event, not noise: no hysteresis then, and
         // this estimate (which lags behind, still showing the room left) is no evidence
-        // between rooms of one floor.
-        let walked = passed
-            .iter()
-            .any(|(_, share)| share * c.passage_prob >= 0.5);
+        // between rooms of one floor. Not while its track says it stands still: the door
+        // was then more likely opened by someone beside it (a still device right at a
+        // door gets most of an opening whose walker's track lags behind), so the passage
+        // only moves the belief and the device's own estimates still decide.
+        let walked = self.moving != Some(false)
+            && passed
+                .iter()
+                .any(|(_, share)| share * c.passage_prob >= 0.5);
         // The estimate's floor: that of its rooms.
         let floor = probs
             .first()
@@ -764,6 +768,13 @@ mod tests {
         // A passage of a door the rooms do not share is ignored.
         let elsewhere = [("door-a".to_string(), 1.0)];
         assert_eq!(t.update(2_000, &in_a, &g, None, &[], &elsewhere), Some("a"));
+        // A device whose track stands still, its estimates firmly in a: a full share of an
+        // opening (the walker's own track lagging behind) does not move it.
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        t.set_moving(Some(false));
+        t.update(0, &in_a, &g, None, &[], &[]);
+        assert_eq!(t.update(1_000, &in_a, &g, None, &[], &walked), Some("a"));
+        assert_eq!(t.update(2_000, &in_a, &g, None, &[], &[]), Some("a"));
     }
 
     #[test]
