@@ -359,7 +359,7 @@ fn room_filter_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
         for door_pass_rate in [0.05, 0.5] {
             for min_likelihood in [0.03, 0.1] {
                 for evidence_weight in [1.0, 0.5, 0.3] {
-                    for switch_hold_ms in [0, 2_000] {
+                    for switch_hold_ms in [0, 2_000, 4_000] {
                         out.push(RoomFilterConfig {
                             pass_rate,
                             door_pass_rate,

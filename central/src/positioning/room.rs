@@ -529,16 +529,20 @@ impl RoomFilter {
                     && graph.rooms[cur].floor == graph.rooms[best].floor
                     && !graph.links[cur].iter().any(|(j, d)| {
                         *j == best
-                            && self
+                            && (self
                                 .recent
                                 .iter()
                                 .any(|(r, share, _)| r == d && *share >= c.hold_bypass_share)
+                                || doors.iter().any(|e| {
+                                    &e.door == d && (now_ms - e.at_ms).abs() <= c.door_window_ms
+                                }))
                     }) =>
             {
-                // Evidence alone, on one floor, no door between the rooms just used: the
-                // other room must keep its lead for `switch_hold_ms` (a burst of noisy
-                // estimates lasts a few seconds; a floor costs far more signal than a
-                // wall, so floors need no hold).
+                // Evidence alone, on one floor, no door between the rooms just used (by
+                // this device, or by anyone: the opening of a door whose walker's track
+                // lags behind may have gone to nobody): the other room must keep its lead
+                // for `switch_hold_ms` (a burst of noisy estimates lasts a few seconds; a
+                // floor costs far more signal than a wall, so floors need no hold).
                 let since = match self.challenger {
                     Some((room, since)) if room == best => since,
                     _ => now_ms,
@@ -812,10 +816,43 @@ mod tests {
         }
         assert!(switched.is_some(), "never switched");
         // A passage of this device between the rooms needs no hold.
-        let mut t = RoomFilter::new(config);
+        let mut t = RoomFilter::new(config.clone());
         t.update(0, &in_a, &g, None, &[], &[]);
         let walked = [("a-b".to_string(), 1.0)];
         assert_eq!(t.update(1_000, &in_b, &g, None, &[], &walked), Some("b"));
+        // Nor does evidence right after the door between them opened, whoever the opening
+        // was put down to (a walker's track lagging behind gets none of it)…
+        let opened = [DoorEvent {
+            door: "a-b".into(),
+            at_ms: 500,
+        }];
+        let mut t = RoomFilter::new(config.clone());
+        t.set_moving(Some(true));
+        t.update(0, &in_a, &g, None, &[], &[]);
+        let mut at = 250;
+        while t.update(at, &in_b, &g, Some((8.0, 2.0)), &opened, &[]) != Some("b") {
+            assert!(at < 2_000, "held after the door opened");
+            at += 250;
+        }
+        // …while an opening of another door, or one long ago, is no reason.
+        for door in [
+            DoorEvent {
+                door: "door-a".into(),
+                at_ms: 500,
+            },
+            DoorEvent {
+                door: "a-b".into(),
+                at_ms: -60_000,
+            },
+        ] {
+            let mut t = RoomFilter::new(config.clone());
+            t.set_moving(Some(true));
+            t.update(0, &in_a, &g, None, &[], &[]);
+            for at in (250..2_000).step_by(250) {
+                let doors = [door.clone()];
+                assert_eq!(t.update(at, &in_b, &g, None, &doors, &[]), Some("a"));
+            }
+        }
     }
 
     #[test]
