@@ -379,15 +379,18 @@ fn room_filter_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
 /// Attribution settings of door openings calibration tries around `base`.
 fn passage_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
     let mut out = Vec::new();
-    for passage_sigma_m in [1.0, 1.5] {
-        for passage_speed_bias in [0.03, 0.1] {
-            for passage_nobody in [0.02, 0.05] {
-                out.push(RoomFilterConfig {
-                    passage_sigma_m,
-                    passage_speed_bias,
-                    passage_nobody,
-                    ..base.clone()
-                });
+    for door_radius_m in [3.0, 6.0] {
+        for passage_sigma_m in [1.0, 1.5] {
+            for passage_speed_bias in [0.03, 0.1] {
+                for passage_nobody in [0.02, 0.05] {
+                    out.push(RoomFilterConfig {
+                        door_radius_m,
+                        passage_sigma_m,
+                        passage_speed_bias,
+                        passage_nobody,
+                        ..base.clone()
+                    });
+                }
             }
         }
     }

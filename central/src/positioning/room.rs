@@ -226,7 +226,9 @@ pub struct RoomFilterConfig {
     /// from a missed passage or a wrong start).
     pub jump_rate: f64,
     pub door_window_ms: i64,
-    /// A door event counts for a device estimated within this distance of the door (m).
+    /// A door event counts for a device estimated within this distance of the door (m):
+    /// wider than a room's reach, since a walker's track lags a few metres behind it when
+    /// it reaches the door (the share still falls off with `passage_sigma_m`).
     pub door_radius_m: f64,
     /// Smallest likelihood a room gets from one estimate: the estimate itself may be off.
     pub min_likelihood: f64,
@@ -267,7 +269,7 @@ impl Default for RoomFilterConfig {
             door_pass_rate: 0.05,
             jump_rate: 0.001,
             door_window_ms: 10_000,
-            door_radius_m: 3.0,
+            door_radius_m: 6.0,
             min_likelihood: 0.03,
             switch_ratio: 3.0,
             moving_switch_ratio: 1.5,
