@@ -226,9 +226,9 @@ pub struct RoomFilterConfig {
     /// from a missed passage or a wrong start).
     pub jump_rate: f64,
     pub door_window_ms: i64,
-    /// A door event counts for a device estimated within this distance of the door (m):
-    /// wider than a room's reach, since a walker's track lags a few metres behind it when
-    /// it reaches the door (the share still falls off with `passage_sigma_m`).
+    /// A door event counts for a device estimated within this distance of the door (m).
+    /// A walker's track lags a few metres behind it when it reaches the door, so this is
+    /// wider than the door's surroundings (a share still falls off with `passage_sigma_m`).
     pub door_radius_m: f64,
     /// Smallest likelihood a room gets from one estimate: the estimate itself may be off.
     pub min_likelihood: f64,
