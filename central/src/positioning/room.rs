@@ -856,8 +856,8 @@ mod tests {
             let mut t = RoomFilter::new(config.clone());
             t.set_moving(Some(true));
             t.update(0, &in_a, &g, None, &[], &[]);
+            let doors = [door];
             for at in (250..2_000).step_by(250) {
-                let doors = [door.clone()];
                 assert_eq!(t.update(at, &in_b, &g, None, &doors, &[]), Some("a"));
             }
         }
