@@ -16,7 +16,7 @@ use crate::bus::{EventBus, LiveEvent};
 use crate::ingest::IngestStats;
 use crate::positioning::{
     multilaterate_near, Anchor, DoorEvent, Estimate, KalmanConfig, KalmanTrack, MultilatConfig,
-    Prior, Room, RoomFilter, RoomFilterConfig, RoomGraph, RssiWindow, WindowConfig,
+    Passage, Prior, Room, RoomFilter, RoomFilterConfig, RoomGraph, RssiWindow, WindowConfig,
 };
 use crate::storage::positions::PositionRecord;
 use crate::storage::{Received, Store, WriteItem};
@@ -235,7 +235,7 @@ struct Track {
     /// Last stored row: time and room.
     stored: Option<(i64, Option<String>)>,
     /// Doors whose opening was put down to this device since its last estimate.
-    passed: Vec<(String, f64)>,
+    passed: Vec<Passage>,
     /// The update slot of the last estimate, and the track as it was before that slot's
     /// first estimate (see [`LiveState::locate`]).
     slot: Option<Slot>,
@@ -249,7 +249,7 @@ struct Slot {
     index: i64,
     room: RoomFilter,
     kalman: Option<KalmanTrack>,
-    passed: Vec<(String, f64)>,
+    passed: Vec<Passage>,
 }
 
 /// What a batch of inputs produced.
@@ -282,11 +282,13 @@ pub struct LiveState {
     revise: Vec<String>,
 }
 
-/// A door opening put down to devices, kept for a second look: per device on its floor
-/// within reach of the door, the room it was reported in then and the share it got.
+/// A door opening put down to devices, kept for more looks: per device on its floor
+/// within reach of the door, the room it was reported in then and the share it got so
+/// far; and when it is looked at next.
 struct Review {
     door: String,
     at_ms: i64,
+    next_ms: i64,
     devices: Vec<(String, Option<String>, f64)>,
 }
 
@@ -499,7 +501,7 @@ impl LiveState {
     /// one: each gets a share of the passage, by how near its track was to the door then
     /// and how fast it moved, against a share for "someone without a tag". Their room
     /// filters take it as evidence at their next estimate. The opening is looked at again
-    /// `review_after_ms` later (see [`Self::review_openings`]).
+    /// at every update slot for `review_for_ms` (see [`Self::review_openings`]).
     fn attribute_opening(&mut self, door: &str, at_ms: i64) {
         let Some((dx, dy, floor)) = self.rooms.door_place(door) else {
             return;
@@ -507,17 +509,17 @@ impl LiveState {
         let shares = self.opening_shares(door, at_ms);
         for (id, share) in &shares {
             if let Some(t) = self.tracks.get_mut(id) {
-                t.passed.push((door.to_string(), *share));
+                t.passed.push(Passage::new(door, *share, None));
             }
         }
         let c = &self.config;
-        if c.room.review_after_ms > 0 {
+        if c.room.review_for_ms > 0 {
             let recent = at_ms - ATTRIBUTE_WITHIN_MS;
-            // Only devices that can be within `door_radius_m` of the door by the second
+            // Only devices that can be within `door_radius_m` of the door by the last
             // look: a track moves at walking speed (twice that, for the switch between its
             // motion models and the look ahead), a raw estimate anywhere.
             let reach = c.kalman.as_ref().map_or(f64::INFINITY, |k| {
-                let ahead_s = (c.room.review_after_ms + c.window.window_ms) as f64 / 1000.0;
+                let ahead_s = (c.room.review_for_ms + c.window.window_ms) as f64 / 1000.0;
                 c.room.door_radius_m + 2.0 * k.max_speed_mps * ahead_s
             });
             let devices = self
@@ -534,6 +536,7 @@ impl LiveState {
             self.reviews.push_back(Review {
                 door: door.to_string(),
                 at_ms,
+                next_ms: at_ms + self.look_every_ms(),
                 devices,
             });
         }
@@ -612,44 +615,58 @@ impl LiveState {
         weights.into_iter().map(|(id, w)| (id, w / total)).collect()
     }
 
-    /// A second look at door openings `review_after_ms` old, when the tracks have caught
-    /// up: a device that stood still a few seconds before it walked through is shown at
-    /// its standing spot when the door opens (its estimates lag the RSSI window), too far
-    /// from the door for a share. Now it walks, near the door. Each device whose share is
-    /// now larger, and that is still reported in the room it was in then, gets the
-    /// difference as a passage through the door — unless its belief has mostly left that
-    /// room already.
+    /// How often an opening is looked at again: once per update slot.
+    fn look_every_ms(&self) -> i64 {
+        self.config.update_interval_ms.max(1)
+    }
+
+    /// More looks at door openings, once per update slot until they are `review_for_ms`
+    /// old, as the tracks catch up: a device that stood still a few seconds before it
+    /// walked through is shown at its standing spot when the door opens (its estimates lag
+    /// the RSSI window), too far from the door for a share. Now it walks, near the door.
+    /// Each device whose share is now larger than it got so far, and that is still
+    /// reported in the room it was in then, gets the difference as a passage out of that
+    /// room through the door — unless its belief has mostly left that room already.
     fn review_openings(&mut self) {
-        let after = self.config.room.review_after_ms;
-        while self
-            .reviews
-            .front()
-            .is_some_and(|r| self.newest_ms - r.at_ms >= after)
-        {
-            let Some(review) = self.reviews.pop_front() else {
-                break;
+        let every = self.look_every_ms();
+        let until = self.config.room.review_for_ms;
+        let mut reviews = std::mem::take(&mut self.reviews);
+        for review in reviews.iter_mut() {
+            if self.newest_ms >= review.next_ms && review.next_ms - review.at_ms <= until {
+                self.look_again(review);
+                // The next look in the grid of update slots from the opening.
+                let behind = (self.newest_ms - review.next_ms).div_euclid(every) + 1;
+                review.next_ms += behind * every;
+            }
+        }
+        reviews.retain(|r| r.next_ms - r.at_ms <= until);
+        self.reviews = reviews;
+    }
+
+    /// One look at `review` as the tracks are now (see [`Self::review_openings`]).
+    fn look_again(&mut self, review: &mut Review) {
+        let shares = self.opening_shares(&review.door, self.newest_ms);
+        for (id, share) in shares {
+            let Some((_, then, given)) = review.devices.iter_mut().find(|d| d.0 == id) else {
+                continue;
             };
-            let shares = self.opening_shares(&review.door, self.newest_ms);
-            for (id, share) in shares {
-                let Some((_, then, given)) = review.devices.iter().find(|d| d.0 == id) else {
-                    continue;
-                };
-                let Some(then) = then else {
-                    continue;
-                };
-                let still_there = self
-                    .latest
-                    .get(&id)
-                    .is_some_and(|p| p.room.as_ref() == Some(then));
-                let room = self.rooms.rooms().iter().position(|r| &r.id == then);
-                let Some(t) = self.tracks.get_mut(&id) else {
-                    continue;
-                };
-                let belief = room.and_then(|i| t.room.belief().get(i).copied());
-                let walking = t.kalman.as_ref().and_then(KalmanTrack::is_walking) != Some(false);
-                if share > *given && still_there && walking && belief.is_some_and(|b| b >= 0.5) {
-                    t.passed.push((review.door.clone(), share - given));
-                }
+            let Some(then) = then.as_ref() else {
+                continue;
+            };
+            let still_there = self
+                .latest
+                .get(&id)
+                .is_some_and(|p| p.room.as_ref() == Some(then));
+            let room = self.rooms.rooms().iter().position(|r| &r.id == then);
+            let Some(t) = self.tracks.get_mut(&id) else {
+                continue;
+            };
+            let belief = room.and_then(|i| t.room.belief().get(i).copied());
+            let walking = t.kalman.as_ref().and_then(KalmanTrack::is_walking) != Some(false);
+            if share > *given && still_there && walking && belief.is_some_and(|b| b >= 0.5) {
+                t.passed
+                    .push(Passage::new(&review.door, share - *given, Some(then)));
+                *given = share;
             }
         }
     }
@@ -1252,7 +1269,8 @@ mod tests {
     fn a_second_look_keeps_only_devices_within_reach() {
         let b = Building::example();
         let mut config = LiveConfig::default();
-        config.room.review_after_ms = 250;
+        config.room.review_for_ms = 250;
+        config.room.door_radius_m = 3.0;
         config.window.window_ms = 1_000;
         // 3 m + 2 × 2 m/s × 1.25 s = 8 m.
         let mut live = LiveState::new(&b, config);
@@ -1330,7 +1348,7 @@ mod tests {
         };
         let no_review = LiveConfig {
             room: RoomFilterConfig {
-                review_after_ms: 0,
+                review_for_ms: 0,
                 ..RoomFilterConfig::default()
             },
             ..whole_window.clone()

@@ -397,15 +397,15 @@ fn passage_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
     out
 }
 
-/// How readily a walking device changes rooms and when door openings get a second look,
+/// How readily a walking device changes rooms and how long door openings get more looks,
 /// the settings calibration tries around `base`.
 fn walking_grid(base: &RoomFilterConfig) -> Vec<RoomFilterConfig> {
     let mut out = Vec::new();
     for moving_switch_ratio in [1.0, 1.5, 3.0] {
-        for review_after_ms in [0, 1_500, 3_000] {
+        for review_for_ms in [0, 1_000, 2_000] {
             out.push(RoomFilterConfig {
                 moving_switch_ratio,
-                review_after_ms,
+                review_for_ms,
                 ..base.clone()
             });
         }
@@ -533,8 +533,8 @@ pub fn evaluate_live(
         let r = replay(&b, &rec, config.clone(), estimator.clone(), opts);
         config.radius_scale = (config.radius_scale * r.radius_scale_needed).clamp(0.25, 8.0);
         // Room filter, then how door openings are put down to the devices near them, then
-        // how readily a walking device (by its track) changes rooms and whether door
-        // openings get a second look.
+        // how readily a walking device (by its track) changes rooms and how long door
+        // openings are looked at again.
         let with_room = |rooms: Vec<RoomFilterConfig>, config: &LiveConfig| -> Vec<LiveConfig> {
             rooms
                 .into_iter()

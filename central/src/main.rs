@@ -192,7 +192,7 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         opts.calibrate
     );
     println!(
-        "room filter: pass rate {}/s, door pass rate {}/s, switch ratio {} (walking {}), switch hold {} ms, likelihood floor {}, evidence weight {}, second look at door openings after {} ms; Kalman acceleration σ {:?} m/s², still model (mean walk s, noise scale, outlier share) {:?}, track prior weight {}; error radius × {:.2}",
+        "room filter: pass rate {}/s, door pass rate {}/s, switch ratio {} (walking {}), switch hold {} ms, likelihood floor {}, evidence weight {}, door openings looked at again for {} ms; Kalman acceleration σ {:?} m/s², still model (mean walk s, noise scale, outlier share) {:?}, track prior weight {}; error radius × {:.2}",
         r.room_filter.pass_rate,
         r.room_filter.door_pass_rate,
         r.room_filter.switch_ratio,
@@ -200,7 +200,7 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         r.room_filter.switch_hold_ms,
         r.room_filter.min_likelihood,
         r.room_filter.evidence_weight,
-        r.room_filter.review_after_ms,
+        r.room_filter.review_for_ms,
         r.kalman_accel_std,
         r.kalman_still_model,
         r.track_prior_weight,

@@ -36,7 +36,7 @@ pub use multilat::{
     MultilatConfig, Observation, Prior,
 };
 pub use room::{
-    room_at, room_probabilities, DoorEvent, Room, RoomFilter, RoomFilterConfig, RoomGraph,
+    room_at, room_probabilities, DoorEvent, Passage, Room, RoomFilter, RoomFilterConfig, RoomGraph,
 };
 pub use uji::{read_uji, UjiError};
 pub use window::{RssiWindow, WindowConfig};

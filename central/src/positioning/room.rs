@@ -212,6 +212,26 @@ impl RoomGraph {
     }
 }
 
+/// A door opening put down to a device: it walked through `door` with probability
+/// `share`, out of room `from` when that is known (the room it was reported in when the
+/// door opened).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Passage {
+    pub door: String,
+    pub share: f64,
+    pub from: Option<String>,
+}
+
+impl Passage {
+    pub fn new(door: &str, share: f64, from: Option<&str>) -> Self {
+        Self {
+            door: door.to_string(),
+            share,
+            from: from.map(str::to_string),
+        }
+    }
+}
+
 /// Parameters of the [`RoomFilter`]. Rates are per second.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -256,9 +276,10 @@ pub struct RoomFilterConfig {
     pub passage_speed_bias: f64,
     /// …and the weight of "someone without a tag".
     pub passage_nobody: f64,
-    /// An opening is put down to devices again this long after (ms; 0 = not): the tracks
-    /// have caught up with a device that set off just before it walked through.
-    pub review_after_ms: i64,
+    /// An opening is put down to devices again at every update slot until it is this old
+    /// (ms; 0 = not): the tracks catch up with a device that set off just before it walked
+    /// through.
+    pub review_for_ms: i64,
 }
 
 impl Default for RoomFilterConfig {
@@ -280,7 +301,7 @@ impl Default for RoomFilterConfig {
             passage_sigma_m: 1.5,
             passage_speed_bias: 0.03,
             passage_nobody: 0.02,
-            review_after_ms: 1_500,
+            review_for_ms: 2_000,
         }
     }
 }
@@ -324,18 +345,30 @@ impl RoomFilter {
         }
     }
 
-    /// The device walked through `door`: with `passage_prob`, the belief of each room the
-    /// door joins moves to the other side, and that of rooms it does not join (the device
-    /// was believed elsewhere, wrongly) moves to the door's rooms.
-    fn pass(&mut self, graph: &RoomGraph, door: &str, share: f64) {
-        let joined = graph.rooms_of_door(door);
-        let q = (self.config.passage_prob * share).clamp(0.0, 1.0);
+    /// The device walked through a door: with `passage_prob` × its share, the belief of
+    /// the room it walked out of (`from`, when it is one of the door's rooms) moves to the
+    /// door's other side. Belief already on that side stays there: a passage put down late
+    /// (a second look at the opening) comes after estimates that moved part of it. When
+    /// that room is not known, the belief of each room the door joins moves to the other
+    /// side, and that of rooms it does not join (the device was believed elsewhere,
+    /// wrongly) moves to the door's rooms.
+    fn pass(&mut self, graph: &RoomGraph, passage: &Passage) {
+        let joined = graph.rooms_of_door(&passage.door);
+        let q = (self.config.passage_prob * passage.share).clamp(0.0, 1.0);
         if joined.len() < 2 || self.belief.len() != graph.rooms.len() {
             return;
         }
+        let from = passage
+            .from
+            .as_ref()
+            .and_then(|r| graph.rooms.iter().position(|g| &g.id == r))
+            .filter(|i| joined.contains(i));
         let mut next = self.belief.clone();
         let k = joined.len() as f64;
         for (i, b) in self.belief.iter().enumerate() {
+            if from.is_some_and(|f| f != i) {
+                continue;
+            }
             let moved = b * q;
             next[i] -= moved;
             if joined.contains(&i) {
@@ -375,7 +408,7 @@ impl RoomFilter {
         graph: &'g RoomGraph,
         at: Option<(f64, f64)>,
         doors: &[DoorEvent],
-        passed: &[(String, f64)],
+        passed: &[Passage],
     ) -> Option<&'g str> {
         let n = graph.rooms.len();
         if n == 0 {
@@ -389,10 +422,8 @@ impl RoomFilter {
         // was then more likely opened by someone beside it (a still device right at a
         // door gets most of an opening whose walker's track lags behind), so the passage
         // only moves the belief and the device's own estimates still decide.
-        let walked = self.moving != Some(false)
-            && passed
-                .iter()
-                .any(|(_, share)| share * c.passage_prob >= 0.5);
+        let walked =
+            self.moving != Some(false) && passed.iter().any(|p| p.share * c.passage_prob >= 0.5);
         // The estimate's floor: that of its rooms.
         let floor = probs
             .first()
@@ -444,8 +475,8 @@ impl RoomFilter {
                 .collect();
             self.current = None;
         } else {
-            for (door, share) in passed {
-                self.pass(graph, door, *share);
+            for p in passed {
+                self.pass(graph, p);
             }
             let dt = ((now_ms - self.last_ms.unwrap_or(now_ms)).max(0) as f64 / 1000.0).min(600.0);
             let mut next = vec![0.0; n];
@@ -513,7 +544,7 @@ impl RoomFilter {
         self.recent
             .retain(|(_, _, at)| now_ms - at <= c.door_window_ms);
         self.recent
-            .extend(passed.iter().map(|(d, share)| (d.clone(), *share, now_ms)));
+            .extend(passed.iter().map(|p| (p.door.clone(), p.share, now_ms)));
         let ratio = if walked {
             1.0
         } else if self.moving == Some(true) {
@@ -760,7 +791,7 @@ mod tests {
         let leaning_a = room_probabilities(g.rooms(), 4.8, 2.0, 0, 1.5);
         let mut t = RoomFilter::new(RoomFilterConfig::default());
         assert_eq!(t.update(0, &in_a, &g, None, &[], &[]), Some("a"));
-        let walked = [("a-b".to_string(), 1.0)];
+        let walked = [Passage::new("a-b", 1.0, None)];
         assert_eq!(
             t.update(1_000, &leaning_a, &g, None, &[], &walked),
             Some("b")
@@ -769,13 +800,13 @@ mod tests {
         // A small share (someone else was nearer the door) does not move it.
         let mut t = RoomFilter::new(RoomFilterConfig::default());
         t.update(0, &in_a, &g, None, &[], &[]);
-        let maybe = [("a-b".to_string(), 0.1)];
+        let maybe = [Passage::new("a-b", 0.1, None)];
         assert_eq!(t.update(1_000, &in_a, &g, None, &[], &maybe), Some("a"));
         // A passage of a door the rooms do not share is ignored.
-        let elsewhere = [("door-a".to_string(), 1.0)];
+        let elsewhere = [Passage::new("door-a", 1.0, None)];
         assert_eq!(t.update(2_000, &in_a, &g, None, &[], &elsewhere), Some("a"));
         // Most of an opening switches a device at once, whatever its estimate says…
-        let most = [("a-b".to_string(), 0.6)];
+        let most = [Passage::new("a-b", 0.6, None)];
         let mut t = RoomFilter::new(RoomFilterConfig::default());
         t.update(0, &in_a, &g, None, &[], &[]);
         assert_eq!(t.update(1_000, &in_a, &g, None, &[], &most), Some("b"));
@@ -787,6 +818,49 @@ mod tests {
         t.update(0, &in_a, &g, None, &[], &[]);
         assert_eq!(t.update(1_000, &in_a, &g, None, &[], &most), Some("a"));
         assert_eq!(t.update(2_000, &in_a, &g, None, &[], &[]), Some("a"));
+    }
+
+    /// A passage put down late (a second look at the opening), after estimates moved part
+    /// of the belief through the door already: out of the room left, only what is still
+    /// there moves; the far side keeps what it has.
+    #[test]
+    fn a_late_passage_moves_only_the_belief_left_behind() {
+        let g = joined();
+        let in_a = room_probabilities(g.rooms(), 2.0, 2.0, 0, 1.0);
+        let at_wall = room_probabilities(g.rooms(), 5.2, 2.0, 0, 1.5);
+        let mut t = RoomFilter::new(RoomFilterConfig::default());
+        t.update(0, &in_a, &g, None, &[], &[]);
+        let mut at = 0;
+        while t.belief()[1] < 0.4 {
+            at += 1_000;
+            assert!(at < 60_000, "the belief never moved");
+            assert_eq!(t.update(at, &at_wall, &g, None, &[], &[]), Some("a"));
+        }
+        let before = t.belief()[1];
+        let (mut out_of_a, mut swap) = (t.clone(), t.clone());
+        let late = [Passage::new("a-b", 0.6, Some("a"))];
+        assert_eq!(
+            out_of_a.update(at + 1_000, &at_wall, &g, None, &[], &late),
+            Some("b")
+        );
+        assert!(
+            out_of_a.belief()[1] > before.max(0.7),
+            "{:?}",
+            out_of_a.belief()
+        );
+        // Not knowing the room left, the sides swap: b gives back what it had gained.
+        let unknown = [Passage::new("a-b", 0.6, None)];
+        swap.update(at + 1_000, &at_wall, &g, None, &[], &unknown);
+        assert!(
+            swap.belief()[1] < out_of_a.belief()[1] - 0.15,
+            "{:?}",
+            swap.belief()
+        );
+        // A room the door does not join (here: not in the building): as if not known.
+        let mut elsewhere = t.clone();
+        let odd = [Passage::new("a-b", 0.6, Some("c"))];
+        elsewhere.update(at + 1_000, &at_wall, &g, None, &[], &odd);
+        assert_eq!(elsewhere.belief(), swap.belief());
     }
 
     #[test]
@@ -826,7 +900,7 @@ mod tests {
         // A passage of this device between the rooms needs no hold.
         let mut t = RoomFilter::new(config.clone());
         t.update(0, &in_a, &g, None, &[], &[]);
-        let walked = [("a-b".to_string(), 1.0)];
+        let walked = [Passage::new("a-b", 1.0, None)];
         assert_eq!(t.update(1_000, &in_b, &g, None, &[], &walked), Some("b"));
         // Nor does evidence right after the door between them opened, whoever the opening
         // was put down to (a walker's track lagging behind gets none of it)…
