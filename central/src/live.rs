@@ -1263,10 +1263,10 @@ mod tests {
         out
     }
 
-    /// A door opening's second look keeps only the devices that can reach the door by
+    /// The later looks at a door opening keep only the devices that can reach the door by
     /// then, however many stand elsewhere on the floor.
     #[test]
-    fn a_second_look_keeps_only_devices_within_reach() {
+    fn later_looks_keep_only_devices_within_reach() {
         let b = Building::example();
         let mut config = LiveConfig::default();
         config.room.review_for_ms = 250;
@@ -1336,9 +1336,9 @@ mod tests {
         {
             assert_eq!(s.as_deref(), Some("corridor-0"));
         }
-        // Without the second look at the opening (once the track has caught up with the
+        // Without the later looks at the opening (as the track catches up with the
         // walker), the switch comes later — seen with the whole window for walking devices
-        // too (the shorter one makes the track catch up as soon as the second look).
+        // too (the shorter one makes the track catch up as soon as the later looks).
         let whole_window = LiveConfig {
             window: WindowConfig {
                 walking_share: 1.0,

@@ -348,7 +348,7 @@ impl RoomFilter {
     /// The device walked through a door: with `passage_prob` × its share, the belief of
     /// the room it walked out of (`from`, when it is one of the door's rooms) moves to the
     /// door's other side. Belief already on that side stays there: a passage put down late
-    /// (a second look at the opening) comes after estimates that moved part of it. When
+    /// (a later look at the opening) comes after estimates that moved part of it. When
     /// that room is not known, the belief of each room the door joins moves to the other
     /// side, and that of rooms it does not join (the device was believed elsewhere,
     /// wrongly) moves to the door's rooms.
@@ -820,7 +820,7 @@ mod tests {
         assert_eq!(t.update(2_000, &in_a, &g, None, &[], &[]), Some("a"));
     }
 
-    /// A passage put down late (a second look at the opening), after estimates moved part
+    /// A passage put down late (a later look at the opening), after estimates moved part
     /// of the belief through the door already: out of the room left, only what is still
     /// there moves; the far side keeps what it has.
     #[test]
