@@ -117,7 +117,14 @@ pub struct PositioningConfig {
     /// Building file (rooms, receivers at x/y/floor with rssi_at_1m and exponent) used to
     /// locate devices live; empty = none (with `--demo`: the demo building).
     pub building: String,
-    /// Kalman smoothing of every track, with `max_speed_mps` as the walking-speed clamp.
+    /// How each device is tracked: `particles` (default) walks a cloud of hypotheses over
+    /// the floor plan — through walls only by doors, through a door with a contact only
+    /// while it is open — weighed by the receivers' path-loss model; `kalman` is the
+    /// earlier chain of multilateration (or a trained radio map), Kalman smoothing and a
+    /// room filter.
+    pub tracker: Tracker,
+    /// With `tracker = "kalman"`: Kalman smoothing of every track. Either tracker takes
+    /// `max_speed_mps` as the fastest walking speed.
     pub kalman: bool,
     pub max_speed_mps: f64,
     /// RSSI window per device and receiver.
@@ -130,10 +137,19 @@ pub struct PositioningConfig {
     pub queue_capacity: usize,
 }
 
+/// How the live pipeline tracks each device (`[positioning] tracker`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Tracker {
+    Particles,
+    Kalman,
+}
+
 impl Default for PositioningConfig {
     fn default() -> Self {
         Self {
             building: String::new(),
+            tracker: Tracker::Particles,
             kalman: true,
             max_speed_mps: 2.0,
             window: Duration::from_secs(2),

@@ -15,8 +15,9 @@
 use crate::bus::{EventBus, LiveEvent};
 use crate::ingest::IngestStats;
 use crate::positioning::{
-    multilaterate_near, Anchor, DoorEvent, Estimate, KalmanConfig, KalmanTrack, MultilatConfig,
-    Passage, Prior, Room, RoomFilter, RoomFilterConfig, RoomGraph, RssiWindow, WindowConfig,
+    multilaterate_near, Anchor, DoorEvent, Estimate, FloorPlan, KalmanConfig, KalmanTrack,
+    MultilatConfig, ParticleConfig, ParticleTrack, Passage, PlanReceiver, Prior, Room, RoomFilter,
+    RoomFilterConfig, RoomGraph, RssiWindow, WindowConfig,
 };
 use crate::storage::positions::PositionRecord;
 use crate::storage::{Received, Store, WriteItem};
@@ -115,6 +116,12 @@ pub trait LiveEstimator: Send + Sync {
         let _ = prior;
         self.estimate(scan)
     }
+
+    /// The receivers with the path loss this estimator knows them by (fitted by training,
+    /// say), which the particle tracker weighs readings with; None = the building file's.
+    fn anchors(&self) -> Option<&[Anchor]> {
+        None
+    }
 }
 
 /// Multilateration against the building's receivers with their path-loss parameters.
@@ -168,6 +175,10 @@ impl LiveEstimator for MultilatEstimator {
             Some(est)
         }
     }
+
+    fn anchors(&self) -> Option<&[Anchor]> {
+        Some(&self.anchors)
+    }
 }
 
 /// Parameters of the live pipeline (`[positioning]` in the config).
@@ -190,6 +201,9 @@ pub struct LiveConfig {
     /// about as well (multilateration's local minima): its spread is divided by the square
     /// root of this; 0 = the readings' best fit alone.
     pub track_prior_weight: f64,
+    /// Track each device with a particle filter over the floor plan (walls, doors and
+    /// their contacts) instead of multilateration, Kalman smoothing and the room filter.
+    pub particles: Option<ParticleConfig>,
 }
 
 impl Default for LiveConfig {
@@ -205,6 +219,10 @@ impl Default for LiveConfig {
             // What calibration on the simulator chooses (BENCHMARKS.md).
             radius_scale: 1.5,
             track_prior_weight: 1.0,
+            // The particle filter: on the simulator it beats the Kalman chain on walking
+            // and standing room hits and on flaps, on both example buildings
+            // (BENCHMARKS.md).
+            particles: Some(ParticleConfig::default()),
         }
     }
 }
@@ -218,6 +236,13 @@ impl LiveConfig {
             ..KalmanConfig::default()
         });
         l.store_interval_ms = c.store_interval.as_millis() as i64;
+        l.particles = match c.tracker {
+            crate::config::Tracker::Particles => Some(ParticleConfig {
+                max_speed_mps: c.max_speed_mps,
+                ..ParticleConfig::default()
+            }),
+            crate::config::Tracker::Kalman => None,
+        };
         l
     }
 }
@@ -239,6 +264,8 @@ struct Track {
     /// The update slot of the last estimate, and the track as it was before that slot's
     /// first estimate (see [`LiveState::locate`]).
     slot: Option<Slot>,
+    /// The particle filter's cloud (when `LiveConfig::particles` is set).
+    pf: Option<ParticleTrack>,
 }
 
 /// The state an estimate in an update slot starts from: sightings of a slot that arrive
@@ -250,6 +277,7 @@ struct Slot {
     room: RoomFilter,
     kalman: Option<KalmanTrack>,
     passed: Vec<Passage>,
+    pf: Option<ParticleTrack>,
 }
 
 /// What a batch of inputs produced.
@@ -280,6 +308,10 @@ pub struct LiveState {
     reviews: VecDeque<Review>,
     /// Devices whose estimate of the current slot takes a door passage that came after it.
     revise: Vec<String>,
+    /// The floor plan the particle filter walks on, and each door's latest contact
+    /// reports `(at_ms, open)`.
+    plan: Arc<FloorPlan>,
+    door_log: HashMap<String, VecDeque<(i64, bool)>>,
 }
 
 /// A door opening put down to devices, kept for more looks: per device on its floor
@@ -290,6 +322,41 @@ struct Review {
     at_ms: i64,
     next_ms: i64,
     devices: Vec<(String, Option<String>, f64)>,
+}
+
+/// Adds `p`'s row to `out` when one is due: the first of a device, one at every room
+/// change, else at most one per `store_every` ms.
+fn store_row(
+    stored: &mut Option<(i64, Option<String>)>,
+    p: &Position,
+    store_every: i64,
+    out: &mut LiveOutput,
+) {
+    let due = match stored {
+        None => Some(true),
+        Some((_, room)) if room != &p.room => Some(true),
+        Some((at, _)) if p.at_ms - *at >= store_every => Some(false),
+        _ => None,
+    };
+    if let Some(changed) = due {
+        *stored = Some((p.at_ms, p.room.clone()));
+        out.rows.push(PositionRecord {
+            id: 0,
+            device: p.device.clone(),
+            at_ms: p.at_ms,
+            x: p.x,
+            y: p.y,
+            floor: p.floor,
+            building: p.building.clone(),
+            room: p.room.clone(),
+            room_changed: changed,
+            confidence: f64::from(p.confidence),
+            error_radius_m: f64::from(p.error_radius_m),
+            method: p.method.clone(),
+            receivers: p.receivers as i32,
+            stored_at_ms: 0,
+        });
+    }
 }
 
 /// A door opening is put down only to devices estimated this recently.
@@ -329,6 +396,91 @@ pub fn rooms_of(b: &Building) -> Vec<Room> {
         .collect()
 }
 
+/// The particle filter's floor plan of a building.
+pub fn floor_plan(b: &Building) -> FloorPlan {
+    let receivers = b
+        .receivers
+        .iter()
+        .map(|r| PlanReceiver {
+            id: r.node.as_str().to_string(),
+            x: r.x,
+            y: r.y,
+            floor: r.floor,
+            rssi_at_1m: r.rssi_at_1m,
+            exponent: r.path_loss_exponent,
+            // The building file's shadowing (4 dB unless it says otherwise), at least 1 dB
+            // (a noise-free simulation would make the cloud collapse on one hypothesis).
+            sigma_db: Some(r.noise_sigma_db.max(1.0)),
+        })
+        .collect();
+    let pair = |rooms: &[String]| {
+        (
+            rooms.first().cloned().unwrap_or_default(),
+            rooms.get(1).cloned().unwrap_or_default(),
+        )
+    };
+    FloorPlan::new(
+        rooms_of(b),
+        b.doors.iter().map(|d| {
+            let (a, c) = pair(&d.rooms);
+            (
+                d.id.as_str().to_string(),
+                a,
+                c,
+                d.position[0],
+                d.position[1],
+            )
+        }),
+        b.stairs.iter().enumerate().map(|(i, s)| {
+            let (a, c) = pair(&s.rooms);
+            (format!("stairs-{i}"), a, c, s.position[0], s.position[1])
+        }),
+        receivers,
+    )
+}
+
+/// `plan` with its receivers' path loss as `estimator` knows them.
+fn plan_with(mut plan: FloorPlan, estimator: &dyn LiveEstimator) -> FloorPlan {
+    if let Some(anchors) = estimator.anchors() {
+        for r in &mut plan.receivers {
+            if let Some(a) = anchors.iter().find(|a| a.id == r.id) {
+                r.rssi_at_1m = f64::from(a.rssi_at_1m);
+                r.exponent = f64::from(a.exponent);
+            }
+        }
+    }
+    plan
+}
+
+/// Most contact reports kept per door.
+const DOOR_LOG: usize = 32;
+
+/// A door's contact may be a second off the readings' clocks.
+const DOOR_SLACK_MS: i64 = 1_000;
+
+/// Whether a door could be walked through in `[from, to]`: never reported (no contact, or
+/// not heard from yet), open at `from`, or opened since.
+fn door_open_within(log: Option<&VecDeque<(i64, bool)>>, from: i64, to: i64) -> bool {
+    let Some(log) = log.filter(|l| !l.is_empty()) else {
+        return true;
+    };
+    let before = log.iter().rev().find(|(at, _)| *at <= from);
+    match before {
+        Some((_, true)) => true,
+        Some((_, false)) | None => {
+            log.iter().any(|&(at, open)| at > from && at <= to && open)
+                || (before.is_none() && log.front().is_some_and(|(_, open)| !open))
+        }
+    }
+}
+
+/// A per-device seed for the particle filter (FNV-1a of the id).
+fn seed_of(device: &str) -> u64 {
+    device.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// The room filter's graph of a building: rooms, their passages, the doors' positions.
 fn room_graph(building: &Building) -> RoomGraph {
     RoomGraph::new(rooms_of(building)).with_door_positions(
@@ -358,7 +510,7 @@ impl LiveState {
             config,
             building: building.name.clone(),
             rooms: room_graph(building),
-            estimator,
+            estimator: estimator.clone(),
             trained: false,
             tracks: HashMap::new(),
             latest: HashMap::new(),
@@ -367,6 +519,8 @@ impl LiveState {
             pruned_ms: i64::MIN,
             reviews: VecDeque::new(),
             revise: Vec::new(),
+            plan: Arc::new(plan_with(floor_plan(building), estimator.as_ref())),
+            door_log: HashMap::new(),
         }
     }
 
@@ -385,16 +539,23 @@ impl LiveState {
         if !self.trained {
             self.estimator = Arc::new(MultilatEstimator::for_building(building));
         }
+        self.plan = Arc::new(plan_with(floor_plan(building), self.estimator.as_ref()));
         if !same_rooms {
             for t in self.tracks.values_mut() {
                 t.room = RoomFilter::new(self.config.room.clone());
                 t.passed.clear();
+                // The particle tracker's hypotheses are in rooms that are gone.
+                t.pf = None;
+                if let Some(s) = &mut t.slot {
+                    s.pf = None;
+                }
             }
         }
     }
 
     /// Replaces the estimator by a trained model's; tracks are kept.
     pub fn set_estimator(&mut self, estimator: Arc<dyn LiveEstimator>) {
+        self.plan = Arc::new(plan_with((*self.plan).clone(), estimator.as_ref()));
         self.estimator = estimator;
         self.trained = true;
     }
@@ -416,6 +577,7 @@ impl LiveState {
                 stored: None,
                 passed: Vec::new(),
                 slot: None,
+                pf: None,
             };
             self.tracks.insert(device.to_string(), t);
         }
@@ -445,6 +607,12 @@ impl LiveState {
             self.newest_ms = self.newest_ms.max(input.at_ms());
             match input {
                 LiveInput::Door { door, open, at_ms } => {
+                    let log = self.door_log.entry(door.clone()).or_default();
+                    let pos = log.partition_point(|(t, _)| t <= at_ms);
+                    log.insert(pos, (*at_ms, *open));
+                    while log.len() > DOOR_LOG {
+                        log.pop_front();
+                    }
                     if *open {
                         self.attribute_opening(door, *at_ms);
                     }
@@ -685,6 +853,40 @@ impl LiveState {
         let radius_scale = self.config.radius_scale;
         let prior_weight = self.config.track_prior_weight;
         let slot = self.slot_of(now_ms);
+        let pf_config = self.config.particles.clone();
+        let plan = self.plan.clone();
+        // Doors the cloud may have walked through since it was last moved on (the state of
+        // its update slot's start, which a revision starts from again).
+        let pf_last = self
+            .tracks
+            .get(device)
+            .and_then(|t| {
+                t.slot
+                    .as_ref()
+                    .and_then(|s| s.pf.as_ref())
+                    .or(t.pf.as_ref())
+            })
+            .and_then(ParticleTrack::last_ms)
+            .unwrap_or(now_ms);
+        let since = pf_last.min(now_ms - window_ms.max(2_000)) - DOOR_SLACK_MS;
+        let passable: Vec<bool> = plan
+            .doors
+            .iter()
+            .map(|d| door_open_within(self.door_log.get(&d.id), since, now_ms))
+            .collect();
+        let opened: Vec<(usize, i64)> = plan
+            .doors
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| {
+                self.door_log
+                    .get(&d.id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(at, open)| *open && *at > now_ms - 10_000)
+                    .map(move |(at, _)| (i, *at))
+            })
+            .collect();
         let t = self.track(device, now_ms);
         let started_ms = t.started_ms;
         t.pending_ms = None;
@@ -698,6 +900,7 @@ impl LiveState {
                 t.room = s.room.clone();
                 t.kalman = s.kalman.clone();
                 t.passed = s.passed.clone();
+                t.pf = s.pf.clone();
             }
             _ => {
                 t.slot = Some(Slot {
@@ -705,10 +908,59 @@ impl LiveState {
                     room: t.room.clone(),
                     kalman: t.kalman.clone(),
                     passed: t.passed.clone(),
+                    pf: t.pf.clone(),
                 });
             }
         }
         t.window.expire(now_ms);
+        if let Some(pc) = &pf_config {
+            let pf =
+                t.pf.get_or_insert_with(|| ParticleTrack::new(seed_of(device)));
+            let fresh = t
+                .window
+                .readings_between(pf.last_ms().unwrap_or(i64::MIN), now_ms);
+            let readings: Vec<(&str, f64, usize)> = fresh
+                .iter()
+                .map(|(id, r, n)| (id.as_str(), *r, *n))
+                .collect();
+            let est = pf.update(
+                &plan,
+                pc,
+                now_ms,
+                &readings,
+                &|i| passable.get(i).copied().unwrap_or(true),
+                &opened,
+            );
+            t.passed.clear();
+            if let Some(est) = est {
+                t.located_ms = Some(now_ms);
+                let room_probability = est
+                    .room
+                    .as_ref()
+                    .and_then(|r| est.room_probabilities.iter().find(|p| &p.0 == r))
+                    .map_or(0.0, |p| p.1);
+                let p = Position {
+                    device: device.to_string(),
+                    x: est.x,
+                    y: est.y,
+                    floor: est.floor,
+                    building,
+                    room: est.room.clone(),
+                    room_probability: room_probability as f32,
+                    confidence: room_probability as f32,
+                    error_radius_m: est.error_radius_m as f32,
+                    method: "particles".to_string(),
+                    receivers: readings.len(),
+                    at_ms: now_ms,
+                };
+                store_row(&mut t.stored, &p, store_every, out);
+                self.latest.insert(device.to_string(), p.clone());
+                out.positions.push(p);
+            }
+            self.rooms = rooms;
+            self.doors = doors;
+            return;
+        }
         // A device whose track says it walks is estimated from the newest part of its
         // window (its older readings describe where it was); all of it when that part is
         // empty.
@@ -790,31 +1042,7 @@ impl LiveState {
                 receivers: scan.len(),
                 at_ms: now_ms,
             };
-            let due = match &t.stored {
-                None => Some(true),
-                Some((_, room)) if room != &p.room => Some(true),
-                Some((at, _)) if now_ms - at >= store_every => Some(false),
-                _ => None,
-            };
-            if let Some(changed) = due {
-                t.stored = Some((now_ms, p.room.clone()));
-                out.rows.push(PositionRecord {
-                    id: 0,
-                    device: p.device.clone(),
-                    at_ms: p.at_ms,
-                    x: p.x,
-                    y: p.y,
-                    floor: p.floor,
-                    building: p.building.clone(),
-                    room: p.room.clone(),
-                    room_changed: changed,
-                    confidence: f64::from(p.confidence),
-                    error_radius_m: f64::from(p.error_radius_m),
-                    method: p.method.clone(),
-                    receivers: p.receivers as i32,
-                    stored_at_ms: 0,
-                });
-            }
+            store_row(&mut t.stored, &p, store_every, out);
             p
         });
         self.rooms = rooms;
@@ -1077,7 +1305,7 @@ mod tests {
             assert!(err < 2.5, "{}: error {err:.2} m", t.device);
             assert_eq!(p.floor, t.floor);
             assert_eq!(p.room, t.room, "{}", t.device);
-            assert_eq!(p.method, "multilateration+kalman");
+            assert_eq!(p.method, "particles");
         }
         // One estimate per device per second of data; first rows are room changes.
         assert!(out.positions.len() >= truth.len());
@@ -1112,10 +1340,16 @@ mod tests {
         }
         let out = live.apply(&inputs);
         assert!(out.positions.len() >= 9, "{}", out.positions.len());
-        let at: Vec<i64> = out.rows.iter().map(|r| r.at_ms).collect();
-        assert!(at.windows(2).all(|w| w[1] - w[0] >= 1_000), "{at:?}");
+        // Rows at most once a second, but at every room change (the first row is one).
+        let rows: Vec<(i64, bool)> = out.rows.iter().map(|r| (r.at_ms, r.room_changed)).collect();
+        assert!(rows[0].1, "{rows:?}");
+        assert!(
+            rows.windows(2).all(|w| w[1].1 || w[1].0 - w[0].0 >= 1_000),
+            "{rows:?}"
+        );
         assert!(out.rows.len() >= 9);
-        assert!(out.rows[0].room_changed && out.rows[1..].iter().all(|r| !r.room_changed));
+        // A device that does not move is not moved from room to room.
+        assert!(rows.iter().filter(|r| r.1).count() <= 2, "{rows:?}");
     }
 
     #[test]
@@ -1150,9 +1384,15 @@ mod tests {
 
     /// Each edge node's batch of a second arriving on its own (in any order) gives the
     /// same tracks as the whole second at once: late sightings of a slot revise its
-    /// estimate instead of adding evidence to the room filter and the Kalman track.
+    /// estimate instead of adding evidence to the room filter and the Kalman track (or to
+    /// the particle tracker's cloud).
     #[test]
     fn batches_of_one_second_arriving_apart_give_the_same_tracks() {
+        batches_apart_give_the_same_tracks(LiveConfig::default());
+        batches_apart_give_the_same_tracks(chain());
+    }
+
+    fn batches_apart_give_the_same_tracks(config: LiveConfig) {
         let b = Building::example();
         let opts = SimOptions {
             start: start(),
@@ -1163,7 +1403,7 @@ mod tests {
         // One update slot per simulated step: every batch of a step is of the same slot.
         let config = LiveConfig {
             update_interval_ms: 1_000,
-            ..LiveConfig::default()
+            ..config
         };
         let mut whole = LiveState::new(&b, config.clone());
         let mut apart = LiveState::new(&b, config);
@@ -1263,12 +1503,21 @@ mod tests {
         out
     }
 
+    /// The Kalman chain (multilateration, Kalman track, room filter) instead of the
+    /// particle tracker.
+    fn chain() -> LiveConfig {
+        LiveConfig {
+            particles: None,
+            ..LiveConfig::default()
+        }
+    }
+
     /// The later looks at a door opening keep only the devices that can reach the door by
     /// then, however many stand elsewhere on the floor.
     #[test]
     fn later_looks_keep_only_devices_within_reach() {
         let b = Building::example();
-        let mut config = LiveConfig::default();
+        let mut config = chain();
         config.room.review_for_ms = 250;
         config.room.door_radius_m = 3.0;
         config.window.window_ms = 1_000;
@@ -1303,7 +1552,7 @@ mod tests {
                 mean_walk_s: 0.0,
                 ..KalmanConfig::default()
             }),
-            ..LiveConfig::default()
+            ..chain()
         };
         let with = walk_past(true, walking_only.clone());
         let without = walk_past(false, walking_only);
@@ -1320,8 +1569,8 @@ mod tests {
         // With the standing-still model too (the default), a walker that set off from
         // standing 5 s ago with this building's wide error radii (one receiver per room) is
         // still mostly believed standing: the contact helps less, never hurts.
-        let with_still = walk_past(true, LiveConfig::default());
-        let without_still = walk_past(false, LiveConfig::default());
+        let with_still = walk_past(true, chain());
+        let without_still = walk_past(false, chain());
         let (a, b) = (
             first_in_corridor(&with_still).unwrap(),
             first_in_corridor(&without_still).unwrap_or(i64::MAX),
@@ -1344,7 +1593,7 @@ mod tests {
                 walking_share: 1.0,
                 ..WindowConfig::default()
             },
-            ..LiveConfig::default()
+            ..chain()
         };
         let no_review = LiveConfig {
             room: RoomFilterConfig {

@@ -6,7 +6,7 @@
 //! server runs, and every estimate is compared with the simulator's truth.
 
 use crate::live::{LiveConfig, LiveEstimator, LiveInput, LiveState, MultilatEstimator};
-use crate::positioning::{fit_path_loss, KalmanConfig, RoomFilterConfig};
+use crate::positioning::{fit_path_loss, KalmanConfig, ParticleConfig, RoomFilterConfig};
 use chrono::{DateTime, Duration, Utc};
 use roomsense_common::sim::{Building, DeviceTruth, SimError, SimEvent, SimOptions, Simulator};
 use serde::Serialize;
@@ -90,7 +90,21 @@ pub struct SimEvalReport {
     pub radius_scale: f32,
     /// Per receiver: fitted (rssi_at_1m, exponent).
     pub fitted_receivers: Vec<(String, f32, f32)>,
+    /// `particles` or `kalman` (`[positioning] tracker`).
+    pub tracker: String,
+    /// The particle tracker's settings (what calibration chose), when it tracked.
+    pub particles: Option<ParticleSettings>,
     pub elapsed_ms: u64,
+}
+
+/// The particle tracker's calibrated settings, as reported.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ParticleSettings {
+    pub particles: usize,
+    pub set_off_per_s: f64,
+    pub door_sigma_m: f64,
+    pub door_other: f64,
+    pub recover_margin: f64,
 }
 
 /// How long a device must have been still before a room change counts as a flap.
@@ -173,6 +187,16 @@ pub fn calibrate_receivers(b: &Building, rec: &Recording) -> Building {
             let (a, n) = fit_path_loss(v);
             r.rssi_at_1m = f64::from(a);
             r.path_loss_exponent = f64::from(n);
+            // The shadowing: the readings' spread around the fitted model (the particle
+            // tracker weighs readings with it).
+            let ss: f64 = v
+                .iter()
+                .map(|&(d, rssi)| {
+                    let model = f64::from(a) - 10.0 * f64::from(n) * d.log10();
+                    (f64::from(rssi) - model).powi(2)
+                })
+                .sum();
+            r.noise_sigma_db = (ss / (v.len() as f64 - 2.0)).sqrt();
         }
     }
     out
@@ -450,6 +474,10 @@ pub fn evaluate_live(
             opts.step_ms,
         )?;
         let estimator: Arc<dyn LiveEstimator> = Arc::new(MultilatEstimator::for_building(&b));
+        if let Some(pc) = config.particles.clone() {
+            config = calibrate_particles(&b, &rec, config, pc, estimator, opts);
+            return finish(building, &b, config, opts, started);
+        }
         // The candidate the calibration run scores best on: rooms first (`room_cost`), then
         // (with `error`) the position error.
         let best = |candidates: Vec<LiveConfig>, error: bool| -> Option<LiveConfig> {
@@ -548,6 +576,73 @@ pub fn evaluate_live(
         config = best(with_room(passage_grid(&config.room), &config), false).unwrap_or(config);
         config = best(with_room(walking_grid(&config.room), &config), false).unwrap_or(config);
     }
+    finish(building, &b, config, opts, started)
+}
+
+/// The particle tracker's settings the calibration run scores best on (`room_cost`, then
+/// the position error): how readily a hypothesis sets off against how strongly a door
+/// opening draws walking hypotheses through it, then how near the door that is and how
+/// much better a place elsewhere must explain the readings before the cloud jumps there.
+fn calibrate_particles(
+    b: &Building,
+    rec: &Recording,
+    config: LiveConfig,
+    base: ParticleConfig,
+    estimator: Arc<dyn LiveEstimator>,
+    opts: &SimEvalOptions,
+) -> LiveConfig {
+    let score = |pc: &ParticleConfig| {
+        let c = LiveConfig {
+            particles: Some(pc.clone()),
+            ..config.clone()
+        };
+        let r = replay(b, rec, c, estimator.clone(), opts);
+        room_cost(&r) + 0.01 * (r.walking.median_error_m + r.standing.median_error_m)
+    };
+    let pick = |candidates: Vec<ParticleConfig>| -> Option<ParticleConfig> {
+        candidates
+            .into_iter()
+            .map(|c| (score(&c), c))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, c)| c)
+    };
+    let mut pc = base;
+    let mut candidates = Vec::new();
+    for set_off_per_s in [1.0 / 60.0, 1.0 / 30.0, 1.0 / 15.0] {
+        for door_other in [0.01, 0.03, 0.1] {
+            candidates.push(ParticleConfig {
+                set_off_per_s,
+                door_other,
+                ..pc.clone()
+            });
+        }
+    }
+    pc = pick(candidates).unwrap_or(pc);
+    let mut candidates = Vec::new();
+    for door_sigma_m in [0.5, 0.7, 1.0] {
+        for recover_margin in [5.0, 10.0, 20.0] {
+            candidates.push(ParticleConfig {
+                door_sigma_m,
+                recover_margin,
+                ..pc.clone()
+            });
+        }
+    }
+    pc = pick(candidates).unwrap_or(pc);
+    LiveConfig {
+        particles: Some(pc),
+        ..config
+    }
+}
+
+/// Scores the test run with `config` on `b` (the fitted building) and reports.
+fn finish(
+    building: &Building,
+    b: &Building,
+    config: LiveConfig,
+    opts: &SimEvalOptions,
+    started: std::time::Instant,
+) -> Result<SimEvalReport, SimError> {
     let window_ms = config.window.window_ms;
     let walking_window_share = config.window.walking_share;
     let room_filter = config.room.clone();
@@ -558,10 +653,22 @@ pub fn evaluate_live(
         .map(|k| (k.mean_walk_s, k.mode_noise_scale, k.outlier_share));
     let radius_scale = config.radius_scale;
     let track_prior_weight = config.track_prior_weight;
+    let tracker = if config.particles.is_some() {
+        "particles"
+    } else {
+        "kalman"
+    };
+    let particles = config.particles.as_ref().map(|p| ParticleSettings {
+        particles: p.particles,
+        set_off_per_s: p.set_off_per_s,
+        door_sigma_m: p.door_sigma_m,
+        door_other: p.door_other,
+        recover_margin: p.recover_margin,
+    });
     let r = score(
-        &b,
+        b,
         config,
-        Arc::new(MultilatEstimator::for_building(&b)),
+        Arc::new(MultilatEstimator::for_building(b)),
         opts.seed,
         opts.devices,
         opts.duration_s,
@@ -597,6 +704,8 @@ pub fn evaluate_live(
                 )
             })
             .collect(),
+        tracker: tracker.to_string(),
+        particles,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }

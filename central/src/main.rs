@@ -90,10 +90,15 @@ struct EvalArgs {
     /// settings on more walks and stops).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(60..))]
     calibration_duration: u64,
-    /// `--method live`: use the building file's path loss and a 10 s window instead of
-    /// fitting them on a calibration run.
+    /// `--method live`: use the building file's path loss and the server's default
+    /// settings instead of fitting them on calibration runs.
     #[arg(long)]
     no_calibration: bool,
+    /// `--method live`: how devices are tracked, as `[positioning] tracker`: particles
+    /// (a particle filter over the floor plan) or kalman (multilateration, Kalman track,
+    /// room filter).
+    #[arg(long, default_value = "particles", value_parser = ["particles", "kalman"])]
+    tracker: String,
     /// Emitter positions for multilateration: CSV `id,x,y,floor[,tx_power]`.
     #[arg(long)]
     anchors: Option<PathBuf>,
@@ -171,11 +176,11 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("calibrating and simulating");
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    let r = evaluate_live(
-        &building,
-        roomsense_central::live::LiveConfig::default(),
-        &opts,
-    )?;
+    let mut base = roomsense_central::live::LiveConfig::default();
+    if args.tracker == "kalman" {
+        base.particles = None;
+    }
+    let r = evaluate_live(&building, base, &opts)?;
     spinner.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -191,7 +196,13 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         (r.walking_window_share * 100.0).round(),
         opts.calibrate
     );
-    println!(
+    if let Some(p) = &r.particles {
+        println!(
+            "particle tracker: {} hypotheses per device, set off {:.3}/s, door openings draw walkers within {} m (against {} for someone else), jump to a better place at {} log-likelihood",
+            p.particles, p.set_off_per_s, p.door_sigma_m, p.door_other, p.recover_margin
+        );
+    } else {
+        println!(
         "room filter: pass rate {}/s, door pass rate {}/s, switch ratio {} (walking {}), switch hold {} ms, likelihood floor {}, evidence weight {}, door openings looked at again for {} ms; Kalman acceleration σ {:?} m/s², still model (mean walk s, noise scale, outlier share) {:?}, track prior weight {}; error radius × {:.2}",
         r.room_filter.pass_rate,
         r.room_filter.door_pass_rate,
@@ -206,6 +217,7 @@ fn eval_live(args: &EvalArgs) -> anyhow::Result<()> {
         r.track_prior_weight,
         r.radius_scale
     );
+    }
     for (name, s) in [
         ("walking", &r.walking),
         ("standing", &r.standing),

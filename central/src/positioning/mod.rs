@@ -16,6 +16,7 @@ pub mod eval;
 pub mod fingerprint;
 pub mod kalman;
 pub mod multilat;
+pub mod particles;
 pub mod room;
 pub mod uji;
 pub mod window;
@@ -35,6 +36,7 @@ pub use multilat::{
     fit_path_loss, multilaterate, multilaterate_near, rssi_to_distance, solve, solve_near, Anchor,
     MultilatConfig, Observation, Prior,
 };
+pub use particles::{FloorPlan, ParticleConfig, ParticleEstimate, ParticleTrack, PlanReceiver};
 pub use room::{
     room_at, room_probabilities, DoorEvent, Passage, Room, RoomFilter, RoomFilterConfig, RoomGraph,
 };

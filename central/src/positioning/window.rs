@@ -98,6 +98,20 @@ impl RssiWindow {
         self.snapshot_over(now_ms, self.config.window_ms)
     }
 
+    /// `(id, mean rssi, readings)` of the readings in `(after_ms, upto_ms]`, by id.
+    pub fn readings_between(&self, after_ms: i64, upto_ms: i64) -> Vec<(String, f64, usize)> {
+        self.series
+            .iter()
+            .filter_map(|(id, s)| {
+                let (sum, n) = s
+                    .iter()
+                    .filter(|&&(t, _)| t > after_ms && t <= upto_ms)
+                    .fold((0.0, 0usize), |(a, n), &(_, r)| (a + f64::from(r), n + 1));
+                (n > 0).then(|| (id.clone(), sum / n as f64, n))
+            })
+            .collect()
+    }
+
     /// [`Self::snapshot`] over the last `span_ms` only (at most the window).
     pub fn snapshot_over(&self, now_ms: i64, span_ms: i64) -> Vec<(String, f32, usize)> {
         let from = now_ms.saturating_sub(span_ms.clamp(0, self.config.window_ms));

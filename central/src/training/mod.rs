@@ -616,6 +616,10 @@ impl crate::live::LiveEstimator for TrainedEstimator {
         }
         crate::live::LiveEstimator::estimate_near(&self.fallback, scan, prior)
     }
+
+    fn anchors(&self) -> Option<&[crate::positioning::Anchor]> {
+        Some(&self.fallback.anchors)
+    }
 }
 
 /// Swaps each new active model into the live path (the current one first), and rebuilds
@@ -713,6 +717,7 @@ mod tests {
             &b,
             LiveConfig {
                 kalman: None,
+                particles: None,
                 ..LiveConfig::default()
             },
         ));
