@@ -552,7 +552,14 @@ seed = 1
 # Building file (format: deploy/examples/building.toml) whose receivers and rooms are used
 # to locate tracked devices live. Empty: no live positions (with --demo: the demo building).
 building = ""
-# Smooth each device's track (Kalman filter) and clamp it to a walking speed (m/s).
+# How each device is tracked: "particles" (a cloud of hypotheses walking the floor plan:
+# through walls only by doors, through a door with a contact only while it is open,
+# weighed by the receivers' path-loss model) or "kalman" (multilateration or a trained
+# radio map, Kalman smoothing, a room filter). particles scores better on the simulator
+# (BENCHMARKS.md).
+tracker = "particles"
+# With tracker = "kalman": smooth each track with a Kalman filter. Both trackers clamp
+# tracks to this walking speed (m/s).
 kalman = true
 max_speed_mps = 2.0
 # RSSI window per device and receiver (outliers rejected, the rest averaged); 2 s is what
