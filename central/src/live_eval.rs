@@ -726,17 +726,34 @@ mod tests {
             windows_ms: vec![5_000],
             ..SimEvalOptions::default()
         };
-        let r = evaluate_live(&b, LiveConfig::default(), &opts).unwrap();
-        assert!(r.all.estimates > 300, "{r:?}");
-        assert!(r.all.median_error_m < 3.0, "{r:?}");
-        assert!(r.all.floor_hit_rate > 0.9, "{r:?}");
-        assert_eq!(r.window_ms, 5_000);
-        // Calibration recovers the building file's path loss roughly.
-        for (id, a, n) in &r.fitted_receivers {
-            assert!(
-                (-75.0..-45.0).contains(a) && (1.5..4.0).contains(n),
-                "{id} {a} {n}"
-            );
+        let kalman = LiveConfig {
+            particles: None,
+            ..LiveConfig::default()
+        };
+        for config in [LiveConfig::default(), kalman] {
+            let tracker = if config.particles.is_some() {
+                "particles"
+            } else {
+                "kalman"
+            };
+            let r = evaluate_live(&b, config, &opts).unwrap();
+            assert!(r.all.estimates > 300, "{r:?}");
+            assert!(r.all.median_error_m < 3.0, "{r:?}");
+            assert!(r.all.floor_hit_rate > 0.9, "{r:?}");
+            assert_eq!(r.tracker, tracker);
+            assert_eq!(r.particles.is_some(), tracker == "particles");
+            if tracker == "kalman" {
+                // The window is the Kalman chain's (the particle tracker takes every
+                // advertisement as it comes).
+                assert_eq!(r.window_ms, 5_000);
+            }
+            // Calibration recovers the building file's path loss roughly.
+            for (id, a, n) in &r.fitted_receivers {
+                assert!(
+                    (-75.0..-45.0).contains(a) && (1.5..4.0).contains(n),
+                    "{id} {a} {n}"
+                );
+            }
         }
     }
 }
