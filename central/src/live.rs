@@ -948,7 +948,7 @@ impl LiveState {
                     room: est.room.clone(),
                     room_probability: room_probability as f32,
                     confidence: room_probability as f32,
-                    error_radius_m: est.error_radius_m as f32,
+                    error_radius_m: (est.error_radius_m * pc.radius_scale) as f32,
                     method: "particles".to_string(),
                     receivers: readings.len(),
                     at_ms: now_ms,
@@ -1638,6 +1638,28 @@ mod tests {
         live.apply(&heard_at(&b, "tag", 14.5, 9.0, 5_000));
         live.apply(&heard_at(&b, "tag", 14.5, 9.0, 6_000));
         assert_eq!(room(&live).as_deref(), Some("meeting-east"));
+    }
+
+    /// Which doors the particle tracker may walk through: a door never reported, open
+    /// at the start of the span, or opened within it.
+    #[test]
+    fn a_door_is_passable_while_its_contact_says_open() {
+        assert!(door_open_within(None, 0, 1_000));
+        let log: VecDeque<(i64, bool)> = [(1_000, true), (3_000, false), (12_000, true)].into();
+        let open = |from, to| door_open_within(Some(&log), from, to);
+        assert!(open(1_500, 2_500), "open all along");
+        assert!(open(2_500, 3_500), "open at the start");
+        assert!(!open(4_000, 11_000), "shut all along");
+        assert!(open(11_000, 12_500), "opened within");
+        assert!(
+            !open(0, 500),
+            "before its first report a door that opened first was shut…"
+        );
+        let closed_first: VecDeque<(i64, bool)> = [(5_000, false)].into();
+        assert!(
+            door_open_within(Some(&closed_first), 0, 1_000),
+            "…and one whose first report is a close was open"
+        );
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub struct ParticleSettings {
     pub door_sigma_m: f64,
     pub door_other: f64,
     pub recover_margin: f64,
+    pub radius_scale: f64,
 }
 
 /// How long a device must have been still before a room change counts as a flap.
@@ -629,10 +630,16 @@ fn calibrate_particles(
         }
     }
     pc = pick(candidates).unwrap_or(pc);
-    LiveConfig {
+    let mut config = LiveConfig {
         particles: Some(pc),
         ..config
+    };
+    // Error radius: as wide as it needs to be to hold the truth as often as it claims.
+    let r = replay(b, rec, config.clone(), estimator, opts);
+    if let Some(pc) = &mut config.particles {
+        pc.radius_scale = (pc.radius_scale * f64::from(r.radius_scale_needed)).clamp(0.25, 8.0);
     }
+    config
 }
 
 /// Scores the test run with `config` on `b` (the fitted building) and reports.
@@ -664,6 +671,7 @@ fn finish(
         door_sigma_m: p.door_sigma_m,
         door_other: p.door_other,
         recover_margin: p.recover_margin,
+        radius_scale: p.radius_scale,
     });
     let r = score(
         b,
