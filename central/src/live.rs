@@ -266,6 +266,9 @@ struct Track {
     slot: Option<Slot>,
     /// The particle filter's cloud (when `LiveConfig::particles` is set).
     pf: Option<ParticleTrack>,
+    /// The particle tracker's latest estimate per update slot: slot, x, y, floor and the
+    /// cloud's walking share (other devices' door openings are weighed with it).
+    recent: VecDeque<(i64, f64, f64, i32, f64)>,
 }
 
 /// The state an estimate in an update slot starts from: sightings of a slot that arrive
@@ -452,6 +455,9 @@ fn plan_with(mut plan: FloorPlan, estimator: &dyn LiveEstimator) -> FloorPlan {
     plan
 }
 
+/// Estimates per device kept for weighing other devices' door openings (10 s of slots).
+const RECENT_SLOTS: usize = 40;
+
 /// Most contact reports kept per door.
 const DOOR_LOG: usize = 32;
 
@@ -578,6 +584,7 @@ impl LiveState {
                 passed: Vec::new(),
                 slot: None,
                 pf: None,
+                recent: VecDeque::new(),
             };
             self.tracks.insert(device.to_string(), t);
         }
@@ -887,6 +894,32 @@ impl LiveState {
                     .map(move |(at, _)| (i, *at))
             })
             .collect();
+        // Each opening also weighs the other devices that may have opened it: their walking
+        // share near the door, as of their estimates of the slots before it (final by
+        // then, whatever order the edge nodes' batches arrive in).
+        let opened: Vec<(usize, i64, f64)> = opened
+            .into_iter()
+            .map(|(i, at)| {
+                let others = match (&pf_config, plan.doors.get(i)) {
+                    (Some(pc), Some(d)) => {
+                        let floor = plan.rooms[d.rooms.0].floor;
+                        let s2 = 2.0 * pc.door_sigma_m.max(0.05).powi(2);
+                        let before = self.slot_of(at);
+                        self.tracks
+                            .iter()
+                            .filter(|(id, _)| id.as_str() != device)
+                            .filter_map(|(_, o)| o.recent.iter().rev().find(|r| r.0 < before))
+                            .filter(|r| r.3 == floor)
+                            .map(|r| {
+                                r.4 * (-((r.1 - d.x).powi(2) + (r.2 - d.y).powi(2)) / s2).exp()
+                            })
+                            .sum()
+                    }
+                    _ => 0.0,
+                };
+                (i, at, others)
+            })
+            .collect();
         let t = self.track(device, now_ms);
         let started_ms = t.started_ms;
         t.pending_ms = None;
@@ -954,6 +987,14 @@ impl LiveState {
                     at_ms: now_ms,
                 };
                 store_row(&mut t.stored, &p, store_every, out);
+                if t.recent.back().is_some_and(|r| r.0 == slot) {
+                    t.recent.pop_back();
+                }
+                t.recent
+                    .push_back((slot, est.x, est.y, est.floor, est.moving));
+                while t.recent.len() > RECENT_SLOTS {
+                    t.recent.pop_front();
+                }
                 self.latest.insert(device.to_string(), p.clone());
                 out.positions.push(p);
             }

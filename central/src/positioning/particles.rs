@@ -271,8 +271,9 @@ impl ParticleTrack {
 
     /// Moves the cloud on to `now_ms` and weighs it with `readings` (the mean RSSI per
     /// receiver since the last update). `passable(door index)` says whether a door of the
-    /// plan could be walked through in that time. None without particles or readings
-    /// that the plan knows.
+    /// plan could be walked through in that time. `opened`: `(door index, when, others)`,
+    /// door openings — `others` the weight of other tracked devices that may have opened
+    /// it (added to `door_other`). None without particles or readings that the plan knows.
     pub fn update(
         &mut self,
         plan: &FloorPlan,
@@ -280,7 +281,7 @@ impl ParticleTrack {
         now_ms: i64,
         readings: &[Reading<'_>],
         passable: &dyn Fn(usize) -> bool,
-        opened: &[(usize, i64)],
+        opened: &[(usize, i64, f64)],
     ) -> Option<ParticleEstimate> {
         let mut obs: Vec<(usize, f64, f64)> = readings
             .iter()
@@ -316,9 +317,9 @@ impl ParticleTrack {
             let reach = config.max_speed_mps * (now_ms - last) as f64 / 1000.0
                 + 3.0 * config.door_sigma_m
                 + config.door_reach_m;
-            let mut events: Vec<(i64, usize)> = opened
+            let mut events: Vec<(i64, usize, f64)> = opened
                 .iter()
-                .filter(|&&(d, at)| {
+                .filter(|&&(d, at, _)| {
                     at > last
                         && at <= now_ms
                         && plan.doors.get(d).is_some_and(|d| {
@@ -329,11 +330,11 @@ impl ParticleTrack {
                             })
                         })
                 })
-                .map(|&(d, at)| (at, d))
+                .map(|&(d, at, others)| (at, d, others))
                 .collect();
-            events.sort_unstable();
-            events.push((now_ms, usize::MAX));
-            for (until, door) in events {
+            events.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+            events.push((now_ms, usize::MAX, 0.0));
+            for (until, door, others) in events {
                 let from = t;
                 while t < until {
                     let dt_ms = (until - t).min(config.step_ms.max(1));
@@ -342,7 +343,7 @@ impl ParticleTrack {
                 }
                 self.jump(plan, config, (until - from) as f64 / 1000.0, passable);
                 if let Some(d) = plan.doors.get(door) {
-                    self.door_opened(plan, config, d);
+                    self.door_opened(plan, config, d, others);
                 }
             }
         }
@@ -564,10 +565,16 @@ impl ParticleTrack {
     /// A door opened: someone walks through it now. A walking hypothesis near the door
     /// becomes likelier (against the chance that someone else opened it) and is put
     /// through the door; a still one cannot have opened it.
-    fn door_opened(&mut self, plan: &FloorPlan, config: &ParticleConfig, d: &PlanPassage) {
+    fn door_opened(
+        &mut self,
+        plan: &FloorPlan,
+        config: &ParticleConfig,
+        d: &PlanPassage,
+        others: f64,
+    ) {
         let floor = plan.rooms[d.rooms.0].floor;
         let s2 = 2.0 * config.door_sigma_m.max(0.05).powi(2);
-        let other = config.door_other.max(1e-6);
+        let other = config.door_other.max(1e-6) + others.max(0.0);
         let near = |p: &Particle| {
             if p.moving
                 && plan.rooms[p.room].floor == floor
@@ -846,7 +853,8 @@ mod tests {
                 .map(|(id, r, n)| (id.as_str(), *r, *n))
                 .collect();
             let open = door_open_from.is_some_and(|t| at >= t);
-            let opened: Vec<(usize, i64)> = door_open_from.map(|t| (0, t)).into_iter().collect();
+            let opened: Vec<(usize, i64, f64)> =
+                door_open_from.map(|t| (0, t, 0.0)).into_iter().collect();
             if let Some(e) = track.update(plan, &config, at, &readings, &|_| open, &opened) {
                 out.push((at, e));
             }
@@ -910,6 +918,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A door opening draws a device's walking hypotheses through the door less when
+    /// another device near the door may have opened it.
+    #[test]
+    fn an_opening_someone_else_explains_draws_less() {
+        let plan = plan();
+        let config = ParticleConfig::default();
+        let walking_after = |others: f64| {
+            let mut track = ParticleTrack::new(11);
+            let mut rng = ChaCha8Rng::seed_from_u64(12);
+            let mut last = None;
+            for k in 0..=20 {
+                // Standing 0.5 m from the door; it opens at 19.5 s.
+                let scan = heard(&plan, 4.5, 2.5, 4.0, &mut rng);
+                let readings: Vec<Reading<'_>> = scan
+                    .iter()
+                    .map(|(id, r, n)| (id.as_str(), *r, *n))
+                    .collect();
+                let opened = [(0, 19_500, others)];
+                last = track.update(&plan, &config, k * 1000, &readings, &|_| k >= 20, &opened);
+            }
+            last.expect("estimate").moving
+        };
+        let (alone, explained) = (walking_after(0.0), walking_after(10.0));
+        assert!(explained < alone, "{explained} vs {alone}");
     }
 
     #[test]
