@@ -876,13 +876,18 @@ impl LiveState {
             .and_then(ParticleTrack::last_ms)
             .unwrap_or(now_ms);
         let since = pf_last.min(now_ms - window_ms.max(2_000)) - DOOR_SLACK_MS;
-        let passable: Vec<bool> = plan
-            .doors
+        // (Nothing of this for the Kalman chain.)
+        let pf_doors = if pf_config.is_some() {
+            plan.doors.as_slice()
+        } else {
+            &[]
+        };
+        let passable: Vec<bool> = pf_doors
             .iter()
             .map(|d| door_open_within(self.door_log.get(&d.id), since, now_ms))
             .collect();
-        let opened: Vec<(usize, i64)> = plan
-            .doors
+        // Openings since the cloud was last moved on (the tracker takes those after it).
+        let opened: Vec<(usize, i64)> = pf_doors
             .iter()
             .enumerate()
             .flat_map(|(i, d)| {
@@ -890,7 +895,7 @@ impl LiveState {
                     .get(&d.id)
                     .into_iter()
                     .flatten()
-                    .filter(|(at, open)| *open && *at > now_ms - 10_000)
+                    .filter(|(at, open)| *open && *at > since && *at <= now_ms)
                     .map(move |(at, _)| (i, *at))
             })
             .collect();
@@ -1118,6 +1123,9 @@ impl LiveState {
             !t.window.is_empty() || t.located_ms.is_some_and(|l| l >= cutoff)
         });
         self.latest.retain(|_, p| p.at_ms >= cutoff);
+        // Doors not reported for as long: their state is unknown again (passable).
+        self.door_log
+            .retain(|_, l| l.back().is_some_and(|(at, _)| *at >= cutoff));
     }
 
     /// Devices with state (for tests and metrics).
