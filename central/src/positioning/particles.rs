@@ -354,16 +354,29 @@ impl ParticleTrack {
             .map(|p| log_likelihood(plan, config, p, &obs))
             .collect();
         // The device may be where the cloud could not follow (through a door whose contact
-        // did not report, or one the plan lacks): when a place drawn anywhere in the
-        // building explains the readings far better than the whole cloud, such places join
-        // the cloud.
+        // did not report, or one the plan lacks, or a door it went through just beside a
+        // wall the cloud stayed behind): when a place drawn near the cloud (within 3 m, any
+        // room) or anywhere in the building explains the readings far better than the
+        // whole cloud, such places join the cloud.
         if !restart {
             let best = logw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let k = (config.particles / 3).max(1);
             let mut cands = Vec::with_capacity(k);
             let mut cand_w = Vec::with_capacity(k);
-            for _ in 0..k {
-                if let Some((room, x, y)) = plan.random_point(&mut self.rng) {
+            for i in 0..k {
+                // Every other one near the cloud, in any room (a device that went through
+                // a wall the cloud could not: it is seldom far), the rest anywhere.
+                let drawn = if i % 2 == 0 && !self.particles.is_empty() {
+                    let a = self.particles[self.rng.gen_range(0..self.particles.len())];
+                    let r = 3.0 * self.rng.gen::<f64>().sqrt();
+                    let t = self.rng.gen::<f64>() * std::f64::consts::TAU;
+                    let (x, y) = (a.x + r * t.cos(), a.y + r * t.sin());
+                    plan.room_at(plan.rooms[a.room].floor, x, y)
+                        .map(|room| (room, x, y))
+                } else {
+                    plan.random_point(&mut self.rng)
+                };
+                if let Some((room, x, y)) = drawn {
                     let p = Particle {
                         room,
                         x,
