@@ -21,7 +21,8 @@ pub struct ParticleConfig {
     pub particles: usize,
     /// Standard deviation of a walking device's acceleration, m/s² (per axis).
     pub accel_std: f64,
-    /// Typical walking speed, m/s: a device that sets off walks at 0.6–1.4 times this.
+    /// Typical walking speed, m/s: a new cloud's walking hypotheses get 0.6–1.4 times
+    /// this, one put through an opening door at least 0.8 times this.
     pub walk_speed_mps: f64,
     /// Fastest plausible walking speed, m/s.
     pub max_speed_mps: f64,
