@@ -620,7 +620,9 @@ impl LiveState {
                     while log.len() > DOOR_LOG {
                         log.pop_front();
                     }
-                    if *open {
+                    // Putting openings down to devices is the Kalman chain's (the particle
+                    // tracker weighs them in each cloud, from `door_log`).
+                    if *open && self.config.particles.is_none() {
                         self.attribute_opening(door, *at_ms);
                     }
                     self.revise_near(door, *at_ms);
@@ -658,7 +660,9 @@ impl LiveState {
                 }
             }
         }
-        self.review_openings();
+        if self.config.particles.is_none() {
+            self.review_openings();
+        }
         dirty.append(&mut self.revise);
         for device in dirty {
             if let Some(at) = self.tracks.get(&device).and_then(|t| t.pending_ms) {
