@@ -13,6 +13,7 @@ use super::room::Room;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use roomsense_common::sim::log_distance_rssi;
 
 /// Parameters of the particle filter.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,9 +47,10 @@ pub struct ParticleConfig {
     pub door_sigma_m: f64,
     /// …against this weight for "someone else opened it".
     pub door_other: f64,
-    /// When places drawn anywhere in the building explain the readings better than the
-    /// whole cloud by this much (log-likelihood), they join the cloud (a device the cloud
-    /// could not follow, e.g. through a door whose contact did not report).
+    /// When places drawn near the cloud or anywhere in the building explain the readings
+    /// better than the whole cloud by this much (log-likelihood), they join the cloud (a
+    /// device the cloud could not follow, e.g. through a door whose contact did not
+    /// report).
     pub recover_margin: f64,
     /// Longest step of the walking model, ms.
     pub step_ms: i64,
@@ -184,6 +186,20 @@ impl FloorPlan {
             let (x0, y0, x1, y1) = self.bboxes[i];
             r.floor == floor && x >= x0 && x <= x1 && y >= y0 && y <= y1 && r.contains(x, y)
         })
+    }
+
+    /// Whether a passable door joins rooms `a` and `b` and `near` holds for it.
+    fn door_between(
+        &self,
+        a: usize,
+        b: usize,
+        passable: &dyn Fn(usize) -> bool,
+        near: impl Fn(&PlanPassage) -> bool,
+    ) -> bool {
+        self.doors
+            .iter()
+            .enumerate()
+            .any(|(i, d)| (d.rooms == (a, b) || d.rooms == (b, a)) && near(d) && passable(i))
     }
 
     fn receiver(&self, id: &str) -> Option<usize> {
@@ -396,13 +412,7 @@ impl ParticleTrack {
                 logw.extend(cand_w);
             }
         }
-        let best = logw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let mut w: Vec<f64> = logw.iter().map(|l| (l - best).exp()).collect();
-        let sum: f64 = w.iter().sum();
-        if sum.is_nan() || sum <= 0.0 {
-            return None;
-        }
-        w.iter_mut().for_each(|x| *x /= sum);
+        let w = normalised(&logw)?;
         let est = self.summarise(plan, config, &w);
         self.resample(plan, config, &w);
         Some(est)
@@ -431,16 +441,13 @@ impl ParticleTrack {
             .iter()
             .map(|p| log_likelihood(plan, config, p, obs))
             .collect();
-        let best = logw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let w: Vec<f64> = logw.iter().map(|l| (l - best).exp()).collect();
         self.particles = cands;
         // Walking hypotheses stop at 1/mean_walk_s and still ones set off at set_off_per_s.
         let still_share = 1.0 / (1.0 + config.set_off_per_s.max(0.0) * config.mean_walk_s);
-        let mut w2 = w.clone();
-        let sum: f64 = w2.iter().sum();
-        w2.iter_mut().for_each(|x| *x /= sum);
-        let picked = systematic(&w2, n, self.rng.gen::<f64>());
-        self.particles = picked.iter().map(|&i| self.particles[i]).collect();
+        match normalised(&logw) {
+            Some(w) => self.draw(&w, n),
+            None => self.particles.clear(),
+        }
         for p in &mut self.particles {
             if self.rng.gen::<f64>() >= still_share {
                 let (vx, vy) = set_off(&mut self.rng, config);
@@ -488,10 +495,8 @@ impl ParticleTrack {
             } else {
                 let to = plan.room_at(room.floor, nx, ny);
                 let through = to.filter(|&to| {
-                    plan.doors.iter().enumerate().any(|(i, d)| {
-                        (d.rooms == (p.room, to) || d.rooms == (to, p.room))
-                            && (d.x - nx).hypot(d.y - ny) <= config.door_reach_m
-                            && passable(i)
+                    plan.door_between(p.room, to, passable, |d| {
+                        (d.x - nx).hypot(d.y - ny) <= config.door_reach_m
                     })
                 });
                 match through {
@@ -557,11 +562,8 @@ impl ParticleTrack {
                     continue;
                 };
                 let ok = to == p.room
-                    || plan.doors.iter().enumerate().any(|(i, d)| {
-                        (d.rooms == (p.room, to) || d.rooms == (to, p.room))
-                            && segment_distance((p.x, p.y), (nx, ny), (d.x, d.y))
-                                <= config.door_reach_m
-                            && passable(i)
+                    || plan.door_between(p.room, to, passable, |d| {
+                        segment_distance((p.x, p.y), (nx, ny), (d.x, d.y)) <= config.door_reach_m
                     });
                 if ok {
                     p.vx = (nx - p.x) / dt;
@@ -607,9 +609,7 @@ impl ParticleTrack {
         }
         let sum: f64 = w.iter().sum();
         let w: Vec<f64> = w.iter().map(|x| x / sum).collect();
-        let picked = systematic(&w, self.particles.len(), self.rng.gen::<f64>());
-        let old = std::mem::take(&mut self.particles);
-        self.particles = picked.iter().map(|&i| old[i]).collect();
+        self.draw(&w, self.particles.len());
         for p in &mut self.particles {
             let k = near(p);
             if k <= 0.0 || self.rng.gen::<f64>() >= k / (other + k) {
@@ -709,10 +709,7 @@ impl ParticleTrack {
     }
 
     fn resample(&mut self, plan: &FloorPlan, config: &ParticleConfig, w: &[f64]) {
-        let n = config.particles.max(1);
-        let picked = systematic(w, n, self.rng.gen::<f64>());
-        let old = std::mem::take(&mut self.particles);
-        self.particles = picked.iter().map(|&i| old[i]).collect();
+        self.draw(w, config.particles.max(1));
         let j = config.still_jitter_m;
         if j > 0.0 {
             for p in &mut self.particles {
@@ -728,6 +725,27 @@ impl ParticleTrack {
             }
         }
     }
+}
+
+impl ParticleTrack {
+    /// Replaces the cloud by `n` hypotheses drawn from it by weight `w` (systematic).
+    fn draw(&mut self, w: &[f64], n: usize) {
+        let picked = systematic(w, n, self.rng.gen::<f64>());
+        let old = std::mem::take(&mut self.particles);
+        self.particles = picked.iter().map(|&i| old[i]).collect();
+    }
+}
+
+/// Weights from log-weights, summing to 1; None when none is usable.
+fn normalised(logw: &[f64]) -> Option<Vec<f64>> {
+    let best = logw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut w: Vec<f64> = logw.iter().map(|l| (l - best).exp()).collect();
+    let sum: f64 = w.iter().sum();
+    if sum.is_nan() || sum <= 0.0 {
+        return None;
+    }
+    w.iter_mut().for_each(|x| *x /= sum);
+    Some(w)
 }
 
 fn set_off(rng: &mut ChaCha8Rng, config: &ParticleConfig) -> (f64, f64) {
@@ -748,9 +766,8 @@ fn log_likelihood(
     let mut ll = 0.0;
     for &(r, rssi, sigma) in obs {
         let rx = &plan.receivers[r];
-        let d = (rx.x - p.x).hypot(rx.y - p.y).max(0.1);
-        let model = rx.rssi_at_1m
-            - 10.0 * rx.exponent * d.log10()
+        let d = (rx.x - p.x).hypot(rx.y - p.y);
+        let model = log_distance_rssi(rx.rssi_at_1m, rx.exponent, d)
             - config.floor_penalty_db * f64::from((rx.floor - floor).abs());
         let z = (rssi - model) / sigma;
         ll -= 0.5 * (z * z).min(25.0);
